@@ -1,0 +1,3 @@
+from synthrank.cli import main
+
+main()

@@ -1,0 +1,94 @@
+"""Turn a dataset argument into a local BEIR folder.
+
+Order: an existing path; ``$SYNTHRANK_DATA_DIR/<name>``; the local cache
+(``$SYNTHRANK_CACHE_DIR/datasets/<name>``, default ``~/.cache/synthrank``); the public BEIR
+download, unpacked into the cache. Offline, the download fails with a message that says what
+to set instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from synthrank.data.errors import DatasetNotFoundError
+
+BEIR_BASE_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("SYNTHRANK_CACHE_DIR", Path.home() / ".cache" / "synthrank"))
+
+
+def _is_beir_folder(path: Path) -> bool:
+    return (path / "queries.jsonl").is_file()
+
+
+def resolve_dataset(name_or_path: str | Path, download: bool = True) -> Path:
+    """Return the folder holding the dataset, downloading it into the cache when allowed."""
+    candidate = Path(name_or_path).expanduser()
+    if candidate.exists():
+        if not candidate.is_dir() or not _is_beir_folder(candidate):
+            raise DatasetNotFoundError(f"{candidate}: not a BEIR folder (no queries.jsonl inside)")
+        return candidate
+    name = str(name_or_path)
+    if not _NAME.match(name):
+        raise DatasetNotFoundError(f"{name}: no such folder, and not a dataset name")
+    searched = []
+    data_dir = os.environ.get("SYNTHRANK_DATA_DIR")
+    if data_dir:
+        local = Path(data_dir) / name
+        searched.append(str(local))
+        if _is_beir_folder(local):
+            return local
+    cached = cache_dir() / "datasets" / name
+    searched.append(str(cached))
+    if _is_beir_folder(cached):
+        return cached
+    if not download:
+        raise DatasetNotFoundError(f"dataset {name!r} not found (looked in: {', '.join(searched)})")
+    return download_beir(name, cached.parent, searched)
+
+
+def download_beir(name: str, target_root: Path, searched: list[str] | None = None) -> Path:
+    """Download ``<name>.zip`` from the BEIR mirror and unpack it to ``target_root/<name>``."""
+    base = os.environ.get("SYNTHRANK_BEIR_URL", BEIR_BASE_URL).rstrip("/")
+    url = f"{base}/{name}.zip"
+    target_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target_root) as tmp:
+        archive = Path(tmp) / f"{name}.zip"
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response, archive.open("wb") as out:
+                total = int(response.headers.get("Content-Length") or 0) or None
+                with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {name}") as bar:
+                    while chunk := response.read(1 << 20):
+                        out.write(chunk)
+                        bar.update(len(chunk))
+        except (urllib.error.URLError, OSError, TimeoutError) as error:
+            looked = f" Looked in: {', '.join(searched)}." if searched else ""
+            raise DatasetNotFoundError(
+                f"dataset {name!r} is not available locally and downloading {url} failed ({error}).{looked} "
+                f"Set SYNTHRANK_DATA_DIR to a folder holding '{name}/', or pass the dataset's path."
+            ) from None
+        with zipfile.ZipFile(archive) as bundle:
+            for member in bundle.namelist():  # refuse archives that write outside the target
+                if member.startswith("/") or ".." in Path(member).parts:
+                    raise DatasetNotFoundError(f"{url}: unsafe path in archive: {member}")
+            bundle.extractall(tmp)
+        unpacked = Path(tmp) / name
+        if not _is_beir_folder(unpacked):
+            raise DatasetNotFoundError(f"{url}: archive has no {name}/queries.jsonl")
+        final = target_root / name
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(unpacked, final)
+    return final

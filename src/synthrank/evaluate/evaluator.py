@@ -1,0 +1,130 @@
+"""Evaluate a dense model or BM25 on a BEIR folder: encode (or index), search, score."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from synthrank.data import load_beir, resolve_dataset, write_run
+from synthrank.data.trec import Run
+from synthrank.evaluate.metrics import DEFAULT_MEASURES, compute_metrics, parse_measures, retrieval_depth
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalResult:
+    model: str
+    dataset: str
+    split: str
+    num_queries: int
+    metrics: dict[str, float]
+    timing: dict[str, float]
+    settings: dict = field(default_factory=dict)
+    qrels_warnings: str | None = None
+    cache_hit: bool | None = None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+class _Stopwatch:
+    def __init__(self):
+        self.timing: dict[str, float] = {}
+        self._start = time.perf_counter()
+
+    def stage(self, name: str):
+        watch = self
+
+        class _Stage:
+            def __enter__(self):
+                self.t0 = time.perf_counter()
+
+            def __exit__(self, *exc):
+                watch.timing[name] = round(watch.timing.get(name, 0.0) + time.perf_counter() - self.t0, 3)
+
+        return _Stage()
+
+    def total(self) -> dict[str, float]:
+        return {**self.timing, "total": round(time.perf_counter() - self._start, 3)}
+
+
+def evaluate_model(
+    model: str,
+    dataset: str,
+    split: str = "test",
+    measures: Iterable[str] = DEFAULT_MEASURES,
+    use_cache: bool = True,
+    run_path: str | Path | None = None,
+    encoder_options: dict | None = None,
+    bm25_options: dict | None = None,
+    show_progress: bool = True,
+) -> EvalResult:
+    """Score ``model`` (a model folder, a bundled alias, or ``"bm25"``) on ``dataset``/``split``."""
+    measures = list(measures)
+    depth = retrieval_depth(parse_measures(measures))
+    watch = _Stopwatch()
+    with watch.stage("load_data"):
+        folder = resolve_dataset(dataset)
+        data = load_beir(folder, split)
+    warning = None if data.qrels_report.clean else data.qrels_report.describe()
+    if warning:
+        log.warning("%s/%s: %s", folder, split, warning)
+    query_ids = list(data.queries)
+    if model.lower() == "bm25":
+        run, settings, cache_hit = _bm25_run(data, query_ids, depth, watch, bm25_options or {}, show_progress)
+    else:
+        run, settings, cache_hit = _dense_run(model, data, query_ids, depth, watch, encoder_options or {},
+                                              use_cache, show_progress)
+    with watch.stage("metrics"):
+        means, _ = compute_metrics(data.qrels, run, measures, query_ids=query_ids)
+    if run_path is not None:
+        write_run(run_path, run, tag=Path(str(model)).name or "synthrank")
+    return EvalResult(
+        model=str(model), dataset=str(dataset), split=split, num_queries=len(query_ids),
+        metrics=means, timing=watch.total(), settings=settings,
+        qrels_warnings=warning, cache_hit=cache_hit,
+    )
+
+
+def _bm25_run(data, query_ids, depth, watch, options, show_progress) -> tuple[Run, dict, None]:
+    from synthrank.retrieval.bm25 import BM25Retriever
+
+    retriever = BM25Retriever(**options)
+    with watch.stage("index"):
+        retriever.index(data.corpus, show_progress=show_progress)
+    with watch.stage("search"):
+        run = retriever.search({q: data.queries[q] for q in query_ids}, k=depth, show_progress=show_progress)
+    return run, {"bm25": asdict(retriever.config)}, None
+
+
+def _dense_run(model, data, query_ids, depth, watch, options, use_cache, show_progress) -> tuple[Run, dict, bool]:
+    from synthrank.models import Encoder, EncoderConfig
+    from synthrank.retrieval.cache import EmbeddingCache
+    from synthrank.retrieval.exact import search_run
+
+    with watch.stage("load_model"):
+        encoder = Encoder(EncoderConfig(model=model, **options))
+    corpus = data.corpus
+
+    def encode_corpus():
+        return encoder.encode(corpus.documents(), "passage", show_progress=show_progress, desc="encode corpus")
+
+    with watch.stage("encode_corpus"):
+        if use_cache:
+            fingerprint = encoder.fingerprint()
+            passage_vectors, hit = EmbeddingCache().get_or_compute(
+                fingerprint, corpus, encode_corpus, meta={"model": model, "dataset": str(data.path)}
+            )
+        else:
+            passage_vectors, hit = encode_corpus(), False
+    with watch.stage("encode_queries"):
+        query_vectors = encoder.encode([data.queries[q] for q in query_ids], "query",
+                                       show_progress=show_progress, desc="encode queries")
+    with watch.stage("search"):
+        run = search_run(query_ids, query_vectors, corpus.ids, passage_vectors, depth)
+    settings = {"encoder": {**encoder.config.encoding_settings(), "model_path": encoder.model_path}}
+    return run, settings, hit if use_cache else None

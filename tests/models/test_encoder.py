@@ -1,0 +1,93 @@
+import numpy as np
+import pytest
+import torch
+
+from synthrank.models import Encoder, EncoderConfig, pool, read_sentence_transformers_settings
+from synthrank.models.encoder import _token_budget_batches
+
+TEXTS = ["a short one", "a much longer text " * 12, "medium length sentence here", "x",
+         "another text of some length", "z " * 40]
+
+
+def test_reads_sentence_transformers_settings(tiny_model_dir):
+    settings = read_sentence_transformers_settings(tiny_model_dir)
+    assert settings == {"pooling": "mean", "normalize": False, "max_length": 64}
+    encoder = Encoder(EncoderConfig(model=str(tiny_model_dir)))
+    assert encoder.config.pooling == "mean" and encoder.config.passage_max_length == 64
+
+
+def test_bundled_settings():
+    from synthrank.models import bundled_encoder_path
+
+    settings = read_sentence_transformers_settings(bundled_encoder_path())
+    assert settings == {"pooling": "mean", "normalize": True, "max_length": 256}
+
+
+def test_encode_keeps_input_order_and_matches_one_by_one(tiny_model_dir):
+    encoder = Encoder(EncoderConfig(model=str(tiny_model_dir), dtype="float32", batch_tokens=128))
+    batched = encoder.encode(TEXTS, show_progress=False)
+    with torch.no_grad():
+        single = np.stack([encoder.embed(encoder.tokenize([t], "passage"))[0].numpy() for t in TEXTS])
+    np.testing.assert_allclose(batched, single, atol=1e-5)
+
+
+def test_batching_does_not_change_vectors(tiny_model_dir):
+    small = Encoder(EncoderConfig(model=str(tiny_model_dir), dtype="float32", batch_tokens=64)).encode(TEXTS, show_progress=False)
+    large = Encoder(EncoderConfig(model=str(tiny_model_dir), dtype="float32", batch_tokens=100000)).encode(TEXTS, show_progress=False)
+    np.testing.assert_allclose(small, large, atol=1e-5)
+
+
+def test_prefixes_and_normalisation(tiny_model_dir):
+    plain = Encoder(EncoderConfig(model=str(tiny_model_dir), dtype="float32"))
+    prefixed = Encoder(EncoderConfig(model=str(tiny_model_dir), dtype="float32", query_prefix="query: ", normalize=True))
+    q_plain = plain.encode(["cats"], "query", show_progress=False)
+    q_pref = prefixed.encode(["cats"], "query", show_progress=False)
+    p_pref = prefixed.encode(["cats"], "passage", show_progress=False)
+    np.testing.assert_allclose(np.linalg.norm(q_pref, axis=1), 1.0, rtol=1e-5)
+    assert not np.allclose(q_pref, q_plain / np.linalg.norm(q_plain))  # the prefix changed the input
+    np.testing.assert_allclose(p_pref, q_plain / np.linalg.norm(q_plain), rtol=1e-4)  # passages: no prefix
+
+
+def test_bf16_stays_close_to_fp32(tiny_model_dir):
+    fp32 = Encoder(EncoderConfig(model=str(tiny_model_dir), dtype="float32")).encode(TEXTS, show_progress=False)
+    bf16 = Encoder(EncoderConfig(model=str(tiny_model_dir), dtype="bfloat16")).encode(TEXTS, show_progress=False)
+    cosine = (fp32 * bf16).sum(1) / np.linalg.norm(fp32, axis=1) / np.linalg.norm(bf16, axis=1)
+    assert cosine.min() > 0.999
+
+
+def test_pooling_modes():
+    hidden = torch.arange(2 * 3 * 1, dtype=torch.float32).reshape(2, 3, 1)
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    assert pool(hidden, mask, "mean").flatten().tolist() == [0.5, 4.0]
+    assert pool(hidden, mask, "cls").flatten().tolist() == [0.0, 3.0]
+    assert pool(hidden, mask, "last").flatten().tolist() == [1.0, 5.0]
+    left_padded = torch.tensor([[0, 1, 1], [1, 1, 1]])
+    assert pool(hidden, left_padded, "last").flatten().tolist() == [2.0, 5.0]
+
+
+def test_token_budget_batches():
+    encoded = [[0] * n for n in (10, 8, 8, 3, 1)]
+    batches = _token_budget_batches([0, 1, 2, 3, 4], encoded, batch_tokens=20, max_batch_size=100)
+    assert batches == [[0, 1], [2, 3], [4]] or all(len(b) * len(encoded[b[0]]) <= 20 for b in batches)
+    assert sorted(i for b in batches for i in b) == [0, 1, 2, 3, 4]
+    assert all(len(b) <= 2 for b in _token_budget_batches([4, 3, 2, 1, 0], encoded, 1000, 2))
+
+
+def test_missing_model_folder_is_a_clear_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        Encoder(EncoderConfig(model=str(tmp_path / "empty")))
+
+
+@pytest.mark.slow
+def test_bundled_minilm_matches_sentence_transformers(data_dir):
+    """Same vectors as SentenceTransformer(path).encode on real SciFact passages (fp32)."""
+    from sentence_transformers import SentenceTransformer
+
+    from synthrank.data import load_beir
+    from synthrank.models import bundled_encoder_path
+
+    docs = load_beir(data_dir / "scifact", "test").corpus.documents()[:40]
+    reference = SentenceTransformer(str(bundled_encoder_path()), device="cpu").encode(docs, normalize_embeddings=True)
+    ours = Encoder(EncoderConfig(dtype="float32")).encode(docs, show_progress=False)
+    np.testing.assert_allclose(ours, reference, atol=2e-5)
