@@ -1,0 +1,196 @@
+"""Experiment configs: which data to generate and mine, which settings to train, where to evaluate.
+
+A config is a TOML (or JSON) file::
+
+    name = "laptop"
+    output = "runs/laptop"                 # relative to the current folder
+
+    [base]                                 # the retriever every setting starts from
+    model = "all-MiniLM-L6-v2"
+
+    [[generate]]                           # zero or more `synthrank generate` jobs
+    name = "scifact-train"
+    queries = "scifact"
+    split = "train"
+    limit = 100
+
+    [[mine]]                               # zero or more `synthrank mine` jobs
+    name = "scifact-bm25"
+    dataset = "scifact"
+    split = "train"
+    top_k = 30
+
+    [train]                                # defaults for every setting (TrainConfig fields)
+    batch_size = 16
+
+    [[settings]]                           # one trained model each
+    name = "ws2-synthetic"
+    loss = "ws2"
+    recipe = { mode = "graded", group_size = 4, sources = [
+        { dataset = "{generate.scifact-train}", split = "train" } ] }
+
+    [eval]
+    datasets = [{ dataset = "scifact", split = "test" }]
+
+Inside a setting's recipe, ``{generate.NAME}`` stands for the folder that generation job
+writes and ``{mine.NAME}`` for the qrels file that mining job writes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from synthrank.data.errors import DataFormatError
+from synthrank.models.bundled import DEFAULT_ENCODER
+
+PLACEHOLDER = re.compile(r"\{(generate|mine)\.([A-Za-z0-9_.\-]+)\}")
+NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+
+
+class ExperimentConfigError(DataFormatError):
+    """A malformed experiment config; names the file and the field."""
+
+
+class BaseModelSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str = DEFAULT_ENCODER
+    evaluate: bool = Field(True, description="Evaluate the untrained base model too (the table's first row)")
+
+
+class GenerateJob(BaseModel):
+    """Arguments of :func:`synthrank.generate.api.generate` (``queries`` and ``name`` required)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(pattern=NAME)
+    queries: str
+
+    def arguments(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model_dump().items() if k != "name"}
+
+
+class MineJob(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=NAME)
+    dataset: str
+    split: str = "train"
+    top_k: int = Field(30, ge=1)
+    skip_top: int = Field(0, ge=0)
+    grade: int = 0
+
+
+class Setting(BaseModel):
+    """One trained model: a loss, a recipe and TrainConfig overrides."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=NAME)
+    loss: str
+    recipe: dict[str, Any]
+    train: dict[str, Any] = Field(default_factory=dict)
+    description: str = ""
+
+
+class EvalSet(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    dataset: str
+    split: str = "test"
+
+    @property
+    def label(self) -> str:
+        return f"{Path(self.dataset).name}/{self.split}"
+
+
+class EvalSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    datasets: list[EvalSet] = Field(min_length=1)
+    measures: list[str] = Field(default_factory=lambda: ["nDCG@10", "RR@10", "R@100"])
+
+
+class Estimates(BaseModel):
+    """Throughputs used by ``--dry-run`` to estimate cost; measured on the 2-core CPU by default."""
+
+    model_config = ConfigDict(extra="forbid")
+    generate_passages_per_s: float = 0.5
+    train_seconds_per_step: float = 6.0
+    encode_passages_per_s: float = 60.0
+    bm25_passages_per_s: float = 5000.0
+
+
+class ExperimentConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=NAME)
+    output: str | None = None
+    description: str = ""
+    base: BaseModelSpec = Field(default_factory=BaseModelSpec)
+    generate: list[GenerateJob] = Field(default_factory=list)
+    mine: list[MineJob] = Field(default_factory=list)
+    train: dict[str, Any] = Field(default_factory=dict)
+    settings: list[Setting] = Field(default_factory=list)
+    eval: EvalSpec
+    estimates: Estimates = Field(default_factory=Estimates)
+    # Folder the config came from (relative dataset paths resolve against it); not a field.
+    base_dir: Path | None = Field(None, exclude=True)
+    origin: str = Field("<config>", exclude=True)
+
+    @model_validator(mode="after")
+    def _check_names(self) -> "ExperimentConfig":
+        for kind, items in (("generate", self.generate), ("mine", self.mine), ("settings", self.settings)):
+            names = [item.name for item in items]
+            duplicates = sorted({n for n in names if names.count(n) > 1})
+            if duplicates:
+                raise ValueError(f"{kind}: duplicate names {duplicates}")
+        known = {"generate": {g.name for g in self.generate}, "mine": {m.name for m in self.mine}}
+        for setting in self.settings:
+            for kind, name in PLACEHOLDER.findall(json.dumps(setting.recipe)):
+                if name not in known[kind]:
+                    raise ValueError(f"settings '{setting.name}': recipe names {{{kind}.{name}}}, "
+                                     f"but no [[{kind}]] job is called {name!r}")
+        return self
+
+    def run_dir(self) -> Path:
+        return Path(self.output) if self.output else Path("runs") / self.name
+
+    def setting(self, name: str) -> Setting:
+        for setting in self.settings:
+            if setting.name == name:
+                return setting
+        raise ValueError(f"no setting named {name!r}; settings: {[s.name for s in self.settings]}")
+
+
+def _location(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<root>"
+
+
+def parse_experiment(data: dict, origin: str = "<config>", base_dir: Path | None = None) -> ExperimentConfig:
+    try:
+        config = ExperimentConfig.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        problems = "; ".join(f"{_location(e['loc'])}: {e['msg']}" for e in error.errors())
+        raise ExperimentConfigError(origin, None, _location(first["loc"]), problems) from None
+    config.origin = origin
+    config.base_dir = base_dir
+    return config
+
+
+def load_experiment(path: str | Path) -> ExperimentConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: experiment config not found")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
+        line = getattr(error, "lineno", None)
+        match = re.search(r"line (\d+)", str(error)) if line is None else None
+        raise ExperimentConfigError(path, line or (int(match.group(1)) if match else None), None,
+                                    f"cannot parse ({error})") from None
+    return parse_experiment(data, str(path), path.parent)

@@ -1,0 +1,324 @@
+"""Run an experiment as a graph of cached, resumable stages: generate -> mine -> train -> eval.
+
+Every stage writes into its own folder under the run folder and keeps a ``stage.json`` there
+with a fingerprint of its inputs (its spec, the fingerprints of the stages it reads from, and
+the synthrank version). A stage whose fingerprint matches a ``done`` record is skipped; one
+that was interrupted resumes (generation from its store, training from its last checkpoint);
+one whose inputs changed is redone from scratch. A failing stage records why and the stages
+that do not depend on it still run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import shutil
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from synthrank import __version__
+from synthrank.data.beir import atomic_write
+from synthrank.experiments.config import PLACEHOLDER, ExperimentConfig
+
+log = logging.getLogger(__name__)
+
+BASE = "base"
+
+
+@dataclass
+class Stage:
+    kind: str  # generate | mine | train | eval
+    name: str
+    spec: dict[str, Any]
+    deps: list[str] = field(default_factory=list)
+    output: Path = Path(".")
+    fingerprint: str = ""
+    estimate_s: float | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+    @property
+    def record_path(self) -> Path:
+        return self.output / "stage.json"
+
+    def record(self) -> dict | None:
+        try:
+            return json.loads(self.record_path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def status(self) -> str:
+        """done | resume (interrupted, same inputs) | stale (inputs changed) | failed | pending."""
+        record = self.record()
+        if record is None:
+            return "pending"
+        if record.get("fingerprint") != self.fingerprint:
+            return "stale"
+        return {"done": "done", "running": "resume", "failed": "failed"}.get(record.get("status"), "pending")
+
+
+def _hash(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _absolute(value: str, base_dir: Path | None) -> str:
+    """Relative dataset paths in a config resolve against the config's folder, names stay names."""
+    if base_dir is None or "/" not in value and not value.startswith("."):
+        return value
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else (base_dir / path).resolve())
+
+
+def plan(config: ExperimentConfig, only: str | None = None) -> list[Stage]:
+    """All stages in execution order, with outputs and fingerprints; ``only`` keeps one setting
+    (or ``base``) and the stages it needs."""
+    run_dir = config.run_dir()
+    stages: dict[str, Stage] = {}
+
+    def add(stage: Stage) -> Stage:
+        stage.output = run_dir / stage.kind / stage.name
+        upstream = [stages[d].fingerprint for d in stage.deps]
+        stage.fingerprint = _hash({"kind": stage.kind, "spec": stage.spec, "deps": upstream, "version": __version__})
+        stages[stage.key] = stage
+        return stage
+
+    for job in config.generate:
+        args = job.arguments()
+        args["queries"] = _absolute(args["queries"], config.base_dir)
+        add(Stage("generate", job.name, args))
+    for job in config.mine:
+        spec = job.model_dump()
+        spec["dataset"] = _absolute(spec["dataset"], config.base_dir)
+        add(Stage("mine", job.name, spec))
+    for setting in config.settings:
+        recipe_text = json.dumps(setting.recipe)
+        deps = sorted({f"{kind}/{name}" for kind, name in PLACEHOLDER.findall(recipe_text)})
+        train_options = {**config.train, **setting.train}
+        spec = {"loss": setting.loss, "recipe": setting.recipe, "train": train_options, "model": config.base.model}
+        add(Stage("train", setting.name, spec, deps))
+    models = ([BASE] if config.base.evaluate else []) + [s.name for s in config.settings]
+    for model in models:
+        for eval_set in config.eval.datasets:
+            spec = {"model": model, "dataset": _absolute(eval_set.dataset, config.base_dir), "split": eval_set.split,
+                    "measures": config.eval.measures}
+            if model == BASE:
+                spec["base_model"] = config.base.model
+            deps = [] if model == BASE else [f"train/{model}"]
+            add(Stage("eval", f"{model}@{eval_set.label.replace('/', '-')}", spec, deps))
+    ordered = list(stages.values())
+    if only is not None:
+        if only != BASE and only not in {s.name for s in config.settings}:
+            raise ValueError(f"--only {only!r}: no such setting; settings: {[BASE] + [s.name for s in config.settings]}")
+        wanted: set[str] = set()
+        roots = [s.key for s in ordered if s.kind == "eval" and s.spec["model"] == only]
+        roots += [f"train/{only}"] if only != BASE else []
+        stack = list(roots)
+        while stack:
+            key = stack.pop()
+            if key not in wanted:
+                wanted.add(key)
+                stack.extend(stages[key].deps)
+        ordered = [s for s in ordered if s.key in wanted]
+    _estimate(config, ordered, stages)
+    return ordered
+
+
+def _count_lines(path: Path) -> int:
+    try:
+        with path.open("rb") as handle:
+            return sum(1 for _ in handle)
+    except OSError:
+        return 0
+
+
+def _estimate(config: ExperimentConfig, ordered: list[Stage], stages: dict[str, Stage]) -> None:
+    """Rough seconds per stage from the config's measured throughputs (for --dry-run)."""
+    from synthrank.data.resolve import resolve_dataset
+
+    rates = config.estimates
+    queries_of: dict[str, int] = {}
+    for stage in ordered:
+        try:
+            if stage.kind == "generate":
+                n = stage.spec.get("limit") or stage.spec.get("sample")
+                if n is None:
+                    n = _count_lines(resolve_dataset(stage.spec["queries"]) / "queries.jsonl")
+                queries_of[stage.key] = n
+                passages = n * stage.spec.get("levels", 4) * stage.spec.get("per_level", 1)
+                stage.estimate_s = passages / rates.generate_passages_per_s
+            elif stage.kind == "mine":
+                stage.estimate_s = _count_lines(resolve_dataset(stage.spec["dataset"]) / "corpus.jsonl") / rates.bm25_passages_per_s
+            elif stage.kind == "train":
+                options = stage.spec["train"]
+                steps = options.get("max_steps")
+                if steps is None:
+                    n = max([queries_of.get(d, 0) for d in stage.deps] + [0])
+                    batch = options.get("batch_size", 16) * options.get("grad_accum", 1)
+                    steps = math.ceil(n * options.get("epochs", 1) / batch) if n else None
+                stage.estimate_s = steps * rates.train_seconds_per_step if steps else None
+            elif stage.kind == "eval":
+                stage.estimate_s = _count_lines(resolve_dataset(stage.spec["dataset"]) / "corpus.jsonl") / rates.encode_passages_per_s
+        except Exception:  # an estimate must never stop a plan from printing
+            stage.estimate_s = None
+
+
+@dataclass
+class StageOutcome:
+    stage: Stage
+    status: str  # done | cached | failed | skipped
+    seconds: float = 0.0
+    error: str | None = None
+
+
+def _write_record(stage: Stage, **fields) -> None:
+    stage.output.mkdir(parents=True, exist_ok=True)
+    record = {"stage": stage.key, "fingerprint": stage.fingerprint, "spec": stage.spec, **fields}
+    with atomic_write(stage.record_path) as handle:
+        handle.write(json.dumps(record, indent=2, default=str) + "\n")
+
+
+def substitute(recipe: dict, outputs: dict[str, Path], base_dir: Path | None) -> dict:
+    """Replace ``{generate.X}`` / ``{mine.X}`` by upstream outputs and make relative paths absolute."""
+    def fill(value: str) -> str:
+        def repl(match):
+            kind, name = match.groups()
+            target = outputs[f"{kind}/{name}"]
+            return str(target / "qrels" / "train.tsv") if kind == "mine" else str(target)
+        replaced = PLACEHOLDER.sub(repl, value)
+        return replaced if replaced != value else _absolute(value, base_dir)
+
+    recipe = json.loads(json.dumps(recipe))
+    for source in recipe.get("sources", []):
+        for key in ("dataset", "qrels", "queries"):
+            if isinstance(source.get(key), str):
+                source[key] = fill(source[key])
+    return recipe
+
+
+class Runner:
+    def __init__(self, config: ExperimentConfig, show_progress: bool = True,
+                 echo: Callable[[str], None] = print):
+        self.config = config
+        self.show_progress = show_progress
+        self.echo = echo
+
+    def run(self, only: str | None = None) -> list[StageOutcome]:
+        stages = plan(self.config, only)
+        run_dir = self.config.run_dir()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_write(run_dir / "experiment.json") as handle:
+            handle.write(json.dumps(self.config.model_dump(mode="json"), indent=2) + "\n")
+        outputs = {s.key: s.output for s in stages}
+        outcomes: dict[str, StageOutcome] = {}
+        for stage in stages:
+            blocked = [d for d in stage.deps if outcomes.get(d) and outcomes[d].status in ("failed", "skipped")]
+            if blocked:
+                outcomes[stage.key] = StageOutcome(stage, "skipped", error=f"needs {', '.join(blocked)}, which did not finish")
+                self.echo(f"[skip] {stage.key}: {outcomes[stage.key].error}")
+                continue
+            status = stage.status()
+            if status == "done":
+                outcomes[stage.key] = StageOutcome(stage, "cached", stage.record().get("seconds", 0.0))
+                self.echo(f"[done] {stage.key} (cached)")
+                continue
+            if status == "stale" and stage.output.exists():
+                shutil.rmtree(stage.output)  # inputs changed: nothing in there may be reused
+            verb = "resume" if status == "resume" else "run"
+            self.echo(f"[{verb}] {stage.key}")
+            previous = (stage.record() or {}).get("seconds", 0.0) if status == "resume" else 0.0
+            _write_record(stage, status="running", started=time.strftime("%Y-%m-%dT%H:%M:%S"), seconds=previous)
+            start = time.perf_counter()
+            try:
+                details = getattr(self, f"_run_{stage.kind}")(stage, outputs)
+            except Exception as error:  # a failed stage is recorded; independent stages go on
+                seconds = previous + time.perf_counter() - start
+                reason = f"{type(error).__name__}: {error}"
+                (stage.output / "error.log").write_text(traceback.format_exc())
+                _write_record(stage, status="failed", error=reason, seconds=round(seconds, 2))
+                outcomes[stage.key] = StageOutcome(stage, "failed", seconds, reason)
+                self.echo(f"[fail] {stage.key}: {reason} (details in {stage.output / 'error.log'})")
+                continue
+            seconds = previous + time.perf_counter() - start
+            _write_record(stage, status="done", finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                          seconds=round(seconds, 2), details=details)
+            outcomes[stage.key] = StageOutcome(stage, "done", seconds)
+        return list(outcomes.values())
+
+    # -- stages -------------------------------------------------------------------------------
+
+    def _run_generate(self, stage: Stage, outputs) -> dict:
+        from synthrank.generate.api import generate
+
+        result = generate(output=stage.output, progress=self.show_progress, **stage.spec)
+        return {"counts": result.manifest.get("counts"), "manifest": str(stage.output / "manifest.json")}
+
+    def _run_mine(self, stage: Stage, outputs) -> dict:
+        from synthrank.retrieval.mining import mine_negatives, write_mined
+
+        spec = stage.spec
+        result = mine_negatives(spec["dataset"], spec["split"], top_k=spec["top_k"], skip_top=spec["skip_top"],
+                                show_progress=self.show_progress)
+        path = write_mined(result, stage.output, grade=spec["grade"])
+        return {"qrels": str(path), **result.stats}
+
+    def _run_train(self, stage: Stage, outputs) -> dict:
+        from transformers.trainer_utils import get_last_checkpoint
+
+        from synthrank.train.config import load_train_config
+        from synthrank.train.trainer import train
+
+        recipe = substitute(stage.spec["recipe"], outputs, self.config.base_dir)
+        recipe_path = stage.output / "recipe.json"
+        with atomic_write(recipe_path) as handle:
+            handle.write(json.dumps(recipe, indent=2) + "\n")
+        model_dir = stage.output / "model"
+        resume = bool(model_dir.is_dir() and get_last_checkpoint(str(model_dir)))
+        overrides = {**stage.spec["train"], "data": str(recipe_path), "loss": stage.spec["loss"],
+                     "model": stage.spec["model"], "output": str(model_dir), "resume": resume,
+                     "quiet": not self.show_progress}
+        result = train(load_train_config(None, overrides))
+        return {"global_step": result.global_step, "train_loss": result.train_loss, "first_loss": result.first_loss,
+                "resumed": resume, "model": str(model_dir)}
+
+    def _run_eval(self, stage: Stage, outputs) -> dict:
+        from synthrank.evaluate import evaluate_model
+
+        spec = stage.spec
+        model = spec["base_model"] if spec["model"] == BASE else str(outputs[f"train/{spec['model']}"] / "model")
+        result = evaluate_model(model, spec["dataset"], spec["split"], measures=spec["measures"],
+                                show_progress=self.show_progress)
+        with atomic_write(stage.output / "result.json") as handle:
+            handle.write(json.dumps(result.to_json(), indent=2) + "\n")
+        return {"metrics": result.metrics, "num_queries": result.num_queries}
+
+
+def format_plan(stages: list[Stage]) -> str:
+    """The --dry-run table: each stage, its status and its estimated cost."""
+    lines = [f"{'stage':48s} {'status':8s} {'estimate':>10s}"]
+    total = 0.0
+    for stage in stages:
+        status = stage.status()
+        cost = 0.0 if status == "done" else (stage.estimate_s or 0.0)
+        total += cost
+        shown = "cached" if status == "done" else (_duration(stage.estimate_s) if stage.estimate_s else "unknown")
+        lines.append(f"{stage.key:48s} {status:8s} {shown:>10s}")
+    lines.append(f"{'total (not yet done)':48s} {'':8s} {_duration(total):>10s}")
+    return "\n".join(lines)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

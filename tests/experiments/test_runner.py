@@ -1,0 +1,174 @@
+import json
+
+import pytest
+
+from synthrank.experiments import ExperimentConfigError, Runner, format_plan, load_experiment, parse_experiment, plan
+from synthrank.experiments.runner import substitute
+
+
+def config_dict(tmp_path, **overrides):
+    data = {
+        "name": "t",
+        "output": str(tmp_path / "run"),
+        "generate": [{"name": "gen", "queries": "scifact", "limit": 3}],
+        "mine": [{"name": "neg", "dataset": "scifact", "top_k": 5}],
+        "settings": [
+            {"name": "ws2", "loss": "ws2", "recipe": {"sources": [{"dataset": "{generate.gen}"},
+                                                                  {"dataset": "scifact", "qrels": "{mine.neg}"}]}},
+            {"name": "real", "loss": "infonce", "recipe": {"sources": [{"dataset": "scifact", "qrels": "{mine.neg}"}]}},
+        ],
+        "eval": {"datasets": [{"dataset": "scifact"}, {"dataset": "trec-dl-2019"}]},
+    }
+    data.update(overrides)
+    return data
+
+
+class FakeRunner(Runner):
+    """Stage bodies replaced by bookkeeping: the runner's caching and failure logic is real."""
+
+    def __init__(self, config, fail=()):
+        super().__init__(config, show_progress=False, echo=lambda line: None)
+        self.calls, self.fail = [], set(fail)
+
+    def _body(self, stage):
+        self.calls.append(stage.key)
+        if stage.key in self.fail:
+            raise RuntimeError(f"boom in {stage.key}")
+        stage.output.mkdir(parents=True, exist_ok=True)
+        return {"ok": True}
+
+    def _run_generate(self, stage, outputs):
+        return self._body(stage)
+
+    def _run_mine(self, stage, outputs):
+        return self._body(stage)
+
+    def _run_train(self, stage, outputs):
+        recipe = substitute(stage.spec["recipe"], outputs, None)
+        (stage.output / "recipe.json").parent.mkdir(parents=True, exist_ok=True)
+        (stage.output / "recipe.json").write_text(json.dumps(recipe))
+        return self._body(stage)
+
+    def _run_eval(self, stage, outputs):
+        result = self._body(stage)
+        (stage.output / "result.json").write_text(json.dumps({
+            "model": stage.spec["model"], "dataset": stage.spec["dataset"], "split": "test", "num_queries": 1,
+            "metrics": {"nDCG@10": 0.5 if stage.spec["model"] == "base" else 0.6, "RR@10": 0.4}}))
+        return result
+
+
+def test_plan_order_and_dependencies(tmp_path):
+    stages = plan(parse_experiment(config_dict(tmp_path)))
+    keys = [s.key for s in stages]
+    assert keys[:4] == ["generate/gen", "mine/neg", "train/ws2", "train/real"]
+    assert len([k for k in keys if k.startswith("eval/")]) == 6  # (base + 2 settings) x 2 eval sets
+    train = {s.name: s for s in stages}["ws2"]
+    assert train.deps == ["generate/gen", "mine/neg"]
+    assert all(s.output.is_relative_to(tmp_path / "run") for s in stages)
+
+
+def test_second_run_does_no_work(tmp_path):
+    config = parse_experiment(config_dict(tmp_path))
+    first = FakeRunner(config)
+    first.run()
+    assert len(first.calls) == 10
+    second = FakeRunner(config)
+    outcomes = second.run()
+    assert second.calls == [] and {o.status for o in outcomes} == {"cached"}
+
+
+def test_changed_input_reruns_only_what_depends_on_it(tmp_path):
+    FakeRunner(parse_experiment(config_dict(tmp_path))).run()
+    changed = config_dict(tmp_path)
+    changed["mine"][0]["top_k"] = 10
+    runner = FakeRunner(parse_experiment(changed))
+    runner.run()
+    assert "generate/gen" not in runner.calls and "eval/base@scifact-test" not in runner.calls
+    assert {"mine/neg", "train/ws2", "train/real", "eval/ws2@scifact-test"} <= set(runner.calls)
+
+
+def test_failure_is_recorded_and_independent_stages_go_on(tmp_path):
+    config = parse_experiment(config_dict(tmp_path))
+    runner = FakeRunner(config, fail={"generate/gen"})
+    outcomes = {o.stage.key: o for o in runner.run()}
+    assert outcomes["generate/gen"].status == "failed" and "boom" in outcomes["generate/gen"].error
+    assert outcomes["train/ws2"].status == "skipped" and "generate/gen" in outcomes["train/ws2"].error
+    assert outcomes["train/real"].status == "done" and outcomes["eval/real@scifact-test"].status == "done"
+    record = json.loads((tmp_path / "run" / "generate" / "gen" / "stage.json").read_text())
+    assert record["status"] == "failed" and "boom" in record["error"]
+    assert "RuntimeError" in (tmp_path / "run" / "generate" / "gen" / "error.log").read_text()
+    retry = FakeRunner(config)
+    retry.run()  # the failed stage and what waited on it run again; the rest is cached
+    assert set(retry.calls) == {"generate/gen", "train/ws2", "eval/ws2@scifact-test", "eval/ws2@trec-dl-2019-test"}
+
+
+def test_interrupted_stage_resumes(tmp_path):
+    config = parse_experiment(config_dict(tmp_path))
+    stage = next(s for s in plan(config) if s.key == "mine/neg")
+    stage.output.mkdir(parents=True)
+    stage.record_path.write_text(json.dumps({"fingerprint": stage.fingerprint, "status": "running", "seconds": 3.0}))
+    assert stage.status() == "resume"
+    FakeRunner(config).run()
+    record = json.loads(stage.record_path.read_text())
+    assert record["status"] == "done" and record["seconds"] >= 3.0  # time before the crash still counts
+
+
+def test_only_one_setting(tmp_path):
+    keys = [s.key for s in plan(parse_experiment(config_dict(tmp_path)), only="real")]
+    assert keys == ["mine/neg", "train/real", "eval/real@scifact-test", "eval/real@trec-dl-2019-test"]
+    assert [s.key for s in plan(parse_experiment(config_dict(tmp_path)), only="base")] == [
+        "eval/base@scifact-test", "eval/base@trec-dl-2019-test"]
+    with pytest.raises(ValueError, match="no such setting"):
+        plan(parse_experiment(config_dict(tmp_path)), only="nope")
+
+
+def test_dry_run_plan_shows_status_and_estimates(tmp_path, data_dir, monkeypatch):
+    monkeypatch.setenv("SYNTHRANK_DATA_DIR", str(data_dir))
+    config = parse_experiment(config_dict(tmp_path))
+    text = format_plan(plan(config))
+    assert "generate/gen" in text and "pending" in text and "total (not yet done)" in text
+    gen = plan(config)[0]
+    assert gen.estimate_s == pytest.approx(3 * 4 / config.estimates.generate_passages_per_s)
+    assert not (tmp_path / "run").exists()  # planning writes nothing
+
+
+def test_substitute_placeholders(tmp_path):
+    outputs = {"generate/gen": tmp_path / "g", "mine/neg": tmp_path / "m"}
+    recipe = {"sources": [{"dataset": "{generate.gen}", "queries": "{generate.gen}/queries.jsonl"},
+                          {"dataset": "scifact", "qrels": "{mine.neg}"}, {"dataset": "./local"}]}
+    out = substitute(recipe, outputs, tmp_path / "cfg")
+    assert out["sources"][0] == {"dataset": str(tmp_path / "g"), "queries": str(tmp_path / "g" / "queries.jsonl")}
+    assert out["sources"][1] == {"dataset": "scifact", "qrels": str(tmp_path / "m" / "qrels" / "train.tsv")}
+    assert out["sources"][2]["dataset"] == str((tmp_path / "cfg" / "local").resolve())
+    assert recipe["sources"][0]["dataset"] == "{generate.gen}"  # input untouched
+
+
+def test_config_errors_name_file_and_field(tmp_path):
+    bad = config_dict(tmp_path)
+    bad["settings"][0]["recipe"]["sources"][0]["dataset"] = "{generate.missing}"
+    with pytest.raises(ExperimentConfigError, match="missing"):
+        parse_experiment(bad, "x.toml")
+    path = tmp_path / "exp.toml"
+    path.write_text('name = "x"\n[eval]\ndatasets = [{ dataset = "scifact", splt = "test" }]\n')
+    with pytest.raises(ExperimentConfigError) as info:
+        load_experiment(path)
+    assert str(path) in str(info.value) and "eval.datasets[0].splt" in str(info.value)
+    path.write_text('name = "x"\n[eval\n')
+    with pytest.raises(ExperimentConfigError, match="cannot parse"):
+        load_experiment(path)
+
+
+def test_report_from_run_folder(tmp_path):
+    from synthrank.experiments import write_report
+
+    config = parse_experiment(config_dict(tmp_path))
+    FakeRunner(config).run()
+    out = write_report(tmp_path / "run", tmp_path / "report")
+    text = (out / "report.md").read_text()
+    assert "| base (untrained) | 0.5000 | 0.4000 | 0.5000 | 0.4000 |" in text
+    assert "**0.6000**" in text and "scifact/test nDCG@10" in text
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(manifest["numbers"]) == 6 and manifest["config"]["name"] == "t"
+    assert all(n["stage_fingerprint"] for n in manifest["numbers"])
+    pngs = sorted(p.name for p in (out / "plots").glob("*.png"))
+    assert pngs == ["nDCG_at_10_scifact_test.png", "nDCG_at_10_trec-dl-2019_test.png"]
