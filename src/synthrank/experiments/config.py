@@ -50,7 +50,7 @@ from synthrank.data.errors import DataFormatError
 from synthrank.models.bundled import DEFAULT_ENCODER
 
 PLACEHOLDER = re.compile(r"\{(generate|mine)\.([A-Za-z0-9_.\-]+)\}")
-NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+NAME = r"^[A-Za-z0-9][A-Za-z0-9_.+\-]*$"
 
 
 class ExperimentConfigError(DataFormatError):
@@ -130,6 +130,9 @@ class ExperimentConfig(BaseModel):
     generate: list[GenerateJob] = Field(default_factory=list)
     mine: list[MineJob] = Field(default_factory=list)
     train: dict[str, Any] = Field(default_factory=dict)
+    launcher: list[str] | None = Field(
+        None, description="Run training in a subprocess under this launcher, e.g. "
+        "['torchrun', '--nproc_per_node', '4'] (multi-GPU, DeepSpeed via train.deepspeed); default: in-process")
     settings: list[Setting] = Field(default_factory=list)
     eval: EvalSpec
     estimates: Estimates = Field(default_factory=Estimates)

@@ -155,6 +155,8 @@ def _estimate(config: ExperimentConfig, ordered: list[Stage], stages: dict[str, 
                 passages = n * stage.spec.get("levels", 4) * stage.spec.get("per_level", 1)
                 stage.estimate_s = passages / rates.generate_passages_per_s
             elif stage.kind == "mine":
+                folder = resolve_dataset(stage.spec["dataset"])
+                queries_of[stage.key] = max(_count_lines(folder / "qrels" / f"{stage.spec['split']}.tsv") - 1, 0)
                 stage.estimate_s = _count_lines(resolve_dataset(stage.spec["dataset"]) / "corpus.jsonl") / rates.bm25_passages_per_s
             elif stage.kind == "train":
                 options = stage.spec["train"]
@@ -284,9 +286,27 @@ class Runner:
         overrides = {**stage.spec["train"], "data": str(recipe_path), "loss": stage.spec["loss"],
                      "model": stage.spec["model"], "output": str(model_dir), "resume": resume,
                      "quiet": not self.show_progress}
-        result = train(load_train_config(None, overrides))
+        config = load_train_config(None, overrides)  # validates before anything is launched
+        if self.config.launcher:
+            return self._launch_train(stage, config, model_dir, resume)
+        result = train(config)
         return {"global_step": result.global_step, "train_loss": result.train_loss, "first_loss": result.first_loss,
                 "resumed": resume, "model": str(model_dir)}
+
+    def _launch_train(self, stage: Stage, config, model_dir: Path, resume: bool) -> dict:
+        """Multi-process training: the launcher (torchrun, deepspeed, ...) runs ``synthrank train``."""
+        import subprocess
+        import sys
+
+        config_path = stage.output / "train_config.json"
+        with atomic_write(config_path) as handle:
+            handle.write(config.model_dump_json(indent=2) + "\n")
+        launcher = list(self.config.launcher)
+        module = ["-m", "synthrank"] if Path(launcher[0]).name in ("torchrun", "python", "python3") else []
+        command = launcher + (module or [sys.executable, "-m", "synthrank"]) + ["train", "--config", str(config_path)]
+        self.echo("  $ " + " ".join(command))
+        subprocess.run(command, check=True)
+        return {"launcher": launcher, "resumed": resume, "model": str(model_dir)}
 
     def _run_eval(self, stage: Stage, outputs) -> dict:
         from synthrank.evaluate import evaluate_model
