@@ -40,12 +40,12 @@ from __future__ import annotations
 
 import json
 import re
-import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from synthrank.data.config_files import read_config_file, validate_config
 from synthrank.data.errors import DataFormatError
 from synthrank.models.bundled import DEFAULT_ENCODER
 
@@ -165,20 +165,8 @@ class ExperimentConfig(BaseModel):
         raise ValueError(f"no setting named {name!r}; settings: {[s.name for s in self.settings]}")
 
 
-def _location(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "<root>"
-
-
 def parse_experiment(data: dict, origin: str = "<config>", base_dir: Path | None = None) -> ExperimentConfig:
-    try:
-        config = ExperimentConfig.model_validate(data)
-    except ValidationError as error:
-        first = error.errors()[0]
-        problems = "; ".join(f"{_location(e['loc'])}: {e['msg']}" for e in error.errors())
-        raise ExperimentConfigError(origin, None, _location(first["loc"]), problems) from None
+    config = validate_config(ExperimentConfig, data, origin, ExperimentConfigError)
     config.origin = origin
     config.base_dir = base_dir
     return config
@@ -186,14 +174,5 @@ def parse_experiment(data: dict, origin: str = "<config>", base_dir: Path | None
 
 def load_experiment(path: str | Path) -> ExperimentConfig:
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: experiment config not found")
-    text = path.read_text(encoding="utf-8")
-    try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
-        line = getattr(error, "lineno", None)
-        match = re.search(r"line (\d+)", str(error)) if line is None else None
-        raise ExperimentConfigError(path, line or (int(match.group(1)) if match else None), None,
-                                    f"cannot parse ({error})") from None
+    data = read_config_file(path, ExperimentConfigError, "experiment config")
     return parse_experiment(data, str(path), path.parent)

@@ -1,0 +1,69 @@
+"""Reading TOML/JSON config files (recipes, training configs, experiments) with errors that
+name the file, the line (for syntax errors) and the field (for validation errors)."""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from synthrank.data.errors import DataFormatError
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def format_location(loc: tuple) -> str:
+    """pydantic's error location as a dotted path with indices: ``sources[1].set_grade``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<root>"
+
+
+def _toml_error_line(error: Exception) -> int | None:
+    line = getattr(error, "lineno", None)  # Python >= 3.14 sets it
+    if line is None:
+        match = re.search(r"at line (\d+)", str(error))
+        line = int(match.group(1)) if match else None
+    return line
+
+
+def read_config_file(path: str | Path, error_cls: type[DataFormatError] = DataFormatError,
+                     what: str = "config") -> dict:
+    """Parse ``path`` as TOML (``.toml``), JSON (``.json``), or either (other suffixes)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {what} file not found")
+    text = path.read_text(encoding="utf-8")
+    suffix = path.suffix.lower()
+    data = None
+    if suffix != ".json":
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as error:
+            if suffix == ".toml":
+                raise error_cls(path, _toml_error_line(error), None, f"invalid TOML ({error})") from None
+    if data is None:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            kind = "JSON" if suffix == ".json" else "TOML/JSON"
+            raise error_cls(path, error.lineno, None, f"invalid {kind} ({error.msg})") from None
+    if not isinstance(data, dict):
+        raise error_cls(path, None, None, "expected a table/object at the top level")
+    return data
+
+
+def validate_config(model_cls: type[ModelT], data: dict, origin: str | Path,
+                    error_cls: type[DataFormatError] = DataFormatError) -> ModelT:
+    """Validate ``data``; every problem is listed, the first one's field is named."""
+    try:
+        return model_cls.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        problems = "; ".join(f"{format_location(e['loc'])}: {e['msg']}" for e in error.errors())
+        raise error_cls(origin, None, format_location(first["loc"]), problems) from None
