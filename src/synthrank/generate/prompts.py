@@ -1,0 +1,170 @@
+"""Prompt templates: text files shipped in ``synthrank/generate/prompts/``, overridable by path.
+
+Templates use ``{{name}}`` placeholders. Rendering is plain substitution (no code runs in a
+template); a placeholder with no value is an error, so a typo in an override fails loudly
+instead of sending ``{{qeury}}`` to the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from synthrank.generate.levels import Level
+
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+BUILTIN_TEMPLATES = ("system", "joint", "level", "judge", "judge_system")
+
+
+def builtin_template(name: str) -> str:
+    """The text of a template shipped with the package (``system``, ``joint``, ``level``, ...)."""
+    if name not in BUILTIN_TEMPLATES:
+        raise KeyError(f"no built-in template {name!r}; known: {', '.join(BUILTIN_TEMPLATES)}")
+    return resources.files("synthrank.generate").joinpath("prompts").joinpath(f"{name}.txt").read_text(encoding="utf-8")
+
+
+def load_template(path_or_name: str | Path | None, default: str) -> str:
+    """A template from a file path, or the built-in ``default`` when ``path_or_name`` is None."""
+    if path_or_name is None:
+        return builtin_template(default)
+    path = Path(path_or_name)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: prompt template not found")
+    return path.read_text(encoding="utf-8")
+
+
+def placeholders(template: str) -> set[str]:
+    return set(_PLACEHOLDER.findall(template))
+
+
+def render(template: str, **values: object) -> str:
+    """Substitute ``{{name}}`` placeholders; unknown placeholders raise ``KeyError``."""
+    missing = placeholders(template) - values.keys()
+    if missing:
+        raise KeyError(f"prompt template has placeholders with no value: {', '.join(sorted(missing))}")
+    return _PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), template).strip()
+
+
+@dataclass(frozen=True)
+class FewShotExample:
+    query: str
+    passages: dict[int, list[str]]
+
+
+def builtin_few_shot() -> list[FewShotExample]:
+    text = resources.files("synthrank.generate").joinpath("prompts").joinpath("few_shot.json").read_text(encoding="utf-8")
+    return _parse_few_shot(json.loads(text), "built-in few_shot.json")
+
+
+def load_few_shot(path: str | Path) -> list[FewShotExample]:
+    """Few-shot examples: a JSON list (or JSONL) of ``{"query": ..., "passages": {"3": "..." | [...]}}``."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        data = [json.loads(line) for line in text.splitlines() if line.strip()]
+    if isinstance(data, dict):
+        data = [data]
+    return _parse_few_shot(data, str(path))
+
+
+def _parse_few_shot(data: object, where: str) -> list[FewShotExample]:
+    if not isinstance(data, list):
+        raise ValueError(f"{where}: expected a list of examples")
+    examples = []
+    for i, entry in enumerate(data):
+        if not isinstance(entry, dict) or not isinstance(entry.get("query"), str) or not isinstance(entry.get("passages"), dict):
+            raise ValueError(f"{where}: example {i}: expected {{'query': str, 'passages': {{grade: text}}}}")
+        passages: dict[int, list[str]] = {}
+        for key, value in entry["passages"].items():
+            texts = [value] if isinstance(value, str) else value
+            if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+                raise ValueError(f"{where}: example {i}: passages for level {key} must be text or a list of texts")
+            passages[int(key)] = texts
+        examples.append(FewShotExample(entry["query"], passages))
+    return examples
+
+
+@dataclass
+class PromptSet:
+    """The templates and examples of one generation run; ``digest`` goes into the fingerprint."""
+
+    system: str
+    joint: str
+    level: str
+    few_shot: list[FewShotExample] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, system: str | Path | None = None, joint: str | Path | None = None,
+             level: str | Path | None = None, few_shot: str | Path | None | bool = True) -> "PromptSet":
+        if few_shot is True:
+            examples = builtin_few_shot()
+        elif few_shot in (False, None):
+            examples = []
+        else:
+            examples = load_few_shot(few_shot)
+        return cls(load_template(system, "system"), load_template(joint, "joint"),
+                   load_template(level, "level"), examples)
+
+    def digest(self) -> str:
+        payload = json.dumps(
+            {"system": self.system, "joint": self.joint, "level": self.level,
+             "few_shot": [[e.query, sorted(e.passages.items())] for e in self.few_shot]},
+            sort_keys=True, ensure_ascii=False,
+        )
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+
+    # -- rendering -----------------------------------------------------------------------
+    @staticmethod
+    def _levels_block(levels: list[Level]) -> str:
+        return "\n".join(f'- "{lv.grade}" ({lv.name}): {lv.description}' for lv in levels)
+
+    @staticmethod
+    def _json_example(levels: list[Level], per_level: int) -> str:
+        if per_level == 1:
+            body = ", ".join(f'"{lv.grade}": "..."' for lv in levels)
+        else:
+            body = ", ".join(f'"{lv.grade}": [' + ", ".join(['"..."'] * per_level) + "]" for lv in levels)
+        return "{" + body + "}"
+
+    def _joint_user(self, query: str, levels: list[Level], per_level: int, target_words: str,
+                    min_words: int, max_words: int) -> str:
+        return render(
+            self.joint, query=query, levels=self._levels_block(levels), num_passages=len(levels) * per_level,
+            per_level=per_level, target_words=target_words, min_words=min_words, max_words=max_words,
+            value_kind="the passages" if per_level == 1 else f"lists of {per_level} passages",
+            json_example=self._json_example(levels, per_level),
+        )
+
+    def joint_messages(self, query: str, levels: list[Level], per_level: int, target_words: str,
+                       min_words: int, max_words: int) -> list[dict]:
+        messages = [{"role": "system", "content": self.system.strip()}] if self.system.strip() else []
+        for ex in self.few_shot:
+            if not all(lv.grade in ex.passages for lv in levels):
+                continue
+            answer = {str(lv.grade): (ex.passages[lv.grade][0] if per_level == 1 else ex.passages[lv.grade][:per_level])
+                      for lv in levels}
+            messages.append({"role": "user", "content": self._joint_user(ex.query, levels, per_level, target_words, min_words, max_words)})
+            messages.append({"role": "assistant", "content": json.dumps(answer, ensure_ascii=False)})
+        messages.append({"role": "user", "content": self._joint_user(query, levels, per_level, target_words, min_words, max_words)})
+        return messages
+
+    def _level_user(self, query: str, level: Level, target_words: str, min_words: int, max_words: int) -> str:
+        return render(self.level, query=query, level_grade=level.grade, level_name=level.name,
+                      level_description=level.description, target_words=target_words,
+                      min_words=min_words, max_words=max_words)
+
+    def level_messages(self, query: str, level: Level, target_words: str, min_words: int, max_words: int) -> list[dict]:
+        messages = [{"role": "system", "content": self.system.strip()}] if self.system.strip() else []
+        for ex in self.few_shot:
+            if level.grade in ex.passages:
+                messages.append({"role": "user", "content": self._level_user(ex.query, level, target_words, min_words, max_words)})
+                messages.append({"role": "assistant", "content": ex.passages[level.grade][0]})
+        messages.append({"role": "user", "content": self._level_user(query, level, target_words, min_words, max_words)})
+        return messages

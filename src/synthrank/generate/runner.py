@@ -1,0 +1,280 @@
+"""The generation loop: work out what is left, ask the backend, validate, commit, retry.
+
+Each query first gets one *joint* request that writes all its levels as JSON (unless
+``mode="per-level"``). Passages that fail to parse or validate fall back to *per-level*
+requests, one item at a time, until ``max_attempts`` answers have been tried for the item;
+then the item is stored as failed with the reasons of its attempts. Every answer is committed
+to the store as it arrives, so a run can be killed and resumed at any point.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from synthrank.generate.backends.base import Backend, ChatRequest, Completion
+from synthrank.generate.levels import Level
+from synthrank.generate.parsing import (
+    ParseError, Validator, clean_passage, parse_joint, parse_single, trim_to_sentence,
+)
+from synthrank.generate.progress import Progress
+from synthrank.generate.prompts import PromptSet
+from synthrank.generate.store import ItemKey, RequestRecord, Store
+
+MODES = ("joint", "per-level")
+
+
+@dataclass
+class GenerationConfig:
+    levels: list[Level]
+    per_level: int = 1
+    mode: str = "joint"
+    temperature: float = 0.7
+    top_p: float = 0.95
+    max_tokens_per_passage: int = 200
+    min_words: int = 30
+    max_words: int = 160
+    target_words: str = "60 to 100"
+    max_attempts: int = 4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.per_level < 1:
+            raise ValueError("per_level must be >= 1")
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1")
+        if not 0 < self.min_words <= self.max_words:
+            raise ValueError("need 0 < min_words <= max_words")
+        if not self.levels:
+            raise ValueError("at least one level is needed")
+
+    @property
+    def validator(self) -> Validator:
+        return Validator(self.min_words, self.max_words)
+
+    @property
+    def max_tokens_joint(self) -> int:
+        return self.max_tokens_per_passage * len(self.levels) * self.per_level + 32
+
+    def parameters(self) -> dict:
+        params = asdict(self)
+        params["levels"] = [lv.to_dict() for lv in self.levels]
+        return params
+
+    def level(self, grade: int) -> Level:
+        return next(lv for lv in self.levels if lv.grade == grade)
+
+
+def fingerprint(backend_identity: Mapping, prompt_digest: str, parameters: Mapping) -> str:
+    payload = json.dumps({"backend": dict(backend_identity), "prompt": prompt_digest, "parameters": dict(parameters)},
+                         sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:20]
+
+
+def reason_kind(reason: str) -> str:
+    """The kind of a recorded failure: its last attempt's message without details in brackets."""
+    last = reason.split(" | ")[-1]
+    if last.startswith("attempt ") and "): " in last:
+        last = last.split("): ", 1)[1]
+    return last.split(" (")[0][:120]
+
+
+def item_id(qid: str, level: int, k: int) -> str:
+    """The corpus id of a generated passage: ``<qid>-L<level>-<k>``."""
+    return f"{qid}-L{level}-{k}"
+
+
+def _derive_seed(seed: int, *parts: object) -> int:
+    digest = hashlib.sha1("|".join(map(str, (seed,) + parts)).encode()).digest()
+    return int.from_bytes(digest[:4], "big") % (2**31 - 1)
+
+
+@dataclass
+class _Job:
+    kind: str  # "joint" | "level"
+    qid: str
+    items: list[ItemKey]
+    attempt: int  # 1-based attempt number of the (single) item, or of the joint request
+
+
+@dataclass
+class RunSummary:
+    fingerprint: str
+    output: Path
+    queries: int
+    expected: int
+    already_finished: int
+    done: int = 0
+    failed: int = 0
+    requests: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    seconds: float = 0.0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def passages_per_second(self) -> float:
+        return self.done / self.seconds if self.seconds else 0.0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens_out / self.seconds if self.seconds else 0.0
+
+
+class Generator:
+    def __init__(self, backend: Backend, prompts: PromptSet, config: GenerationConfig):
+        self.backend = backend
+        self.prompts = prompts
+        self.config = config
+        self.fingerprint = fingerprint(backend.identity(), prompts.digest(), config.parameters())
+        self.examples = [t for ex in prompts.few_shot for texts in ex.passages.values() for t in texts]
+
+    def run_config(self) -> dict:
+        """What the store and the manifest record about the run."""
+        return {"backend": self.backend.identity(), "prompt_hash": self.prompts.digest(),
+                "parameters": self.config.parameters(),
+                "prompts": {"system": self.prompts.system, "joint": self.prompts.joint, "level": self.prompts.level,
+                            "few_shot_examples": len(self.prompts.few_shot)}}
+
+    # -- requests --------------------------------------------------------------------------
+    def _request(self, job: _Job, query: str) -> ChatRequest:
+        c = self.config
+        if job.kind == "joint":
+            messages = self.prompts.joint_messages(query, c.levels, c.per_level, c.target_words, c.min_words, c.max_words)
+            return ChatRequest(messages, max_tokens=c.max_tokens_joint, temperature=c.temperature, top_p=c.top_p,
+                               seed=_derive_seed(c.seed, job.qid, "joint", job.attempt))
+        (qid, grade, k), = job.items
+        messages = self.prompts.level_messages(query, c.level(grade), c.target_words, c.min_words, c.max_words)
+        return ChatRequest(messages, max_tokens=c.max_tokens_per_passage, temperature=c.temperature, top_p=c.top_p,
+                           seed=_derive_seed(c.seed, qid, grade, k, job.attempt))
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self, queries: Mapping[str, str], output: str | Path, *, shard: str | None = None,
+            retry_failed: bool = False, progress: bool = True, window: int | None = None) -> RunSummary:
+        c = self.config
+        output = Path(output)
+        store = Store.in_dir(output)
+        try:
+            store.register_run(self.fingerprint, self.run_config(), dict(queries), shard)
+            if retry_failed:
+                store.forget_failures(self.fingerprint)
+            finished = store.finished_keys(self.fingerprint)
+            all_items = [(qid, lv.grade, k) for qid in queries for lv in c.levels for k in range(c.per_level)]
+            pending = [key for key in all_items if key not in finished]
+            summary = RunSummary(self.fingerprint, output, len(queries), len(all_items), len(all_items) - len(pending))
+            by_query: dict[str, list[ItemKey]] = {}
+            for key in pending:
+                by_query.setdefault(key[0], []).append(key)
+            accepted = store.done_texts(self.fingerprint, by_query)
+            queue: deque[_Job] = deque()
+            for qid, keys in by_query.items():
+                if c.mode == "joint" and len(keys) > 1:
+                    queue.append(_Job("joint", qid, keys, 1))
+                else:
+                    queue.extend(_Job("level", qid, [key], 1) for key in keys)
+            reasons: dict[ItemKey, list[str]] = {}
+            window = window or max(16, 8 * self.backend.concurrency)
+            bar = Progress(len(pending), enabled=progress, desc=f"generate [{self.backend.name}]")
+            started = time.perf_counter()
+            try:
+                while queue:
+                    chunk = [queue.popleft() for _ in range(min(window, len(queue)))]
+                    # Requests of one kind and level share their prompt prefix (system prompt,
+                    # few-shot turns): sent together, backends with a prompt cache reuse it.
+                    chunk.sort(key=lambda job: (job.kind != "joint", -job.items[0][1]))
+                    requests = [self._request(job, queries[job.qid]) for job in chunk]
+                    for index, completion in self.backend.generate(requests):
+                        job = chunk[index]
+                        done, failed, retry = self._handle(job, queries[job.qid], completion, accepted, reasons)
+                        store.commit(self.fingerprint, RequestRecord(
+                            job.qid, job.kind, job.items, completion.tokens_in, completion.tokens_out,
+                            completion.seconds, completion.error, completion.text), done, failed)
+                        queue.extend(retry)
+                        summary.requests += 1
+                        summary.done += len(done)
+                        summary.failed += len(failed)
+                        summary.tokens_in += completion.tokens_in
+                        summary.tokens_out += completion.tokens_out
+                        for reason, _ in failed.values():
+                            last = reason_kind(reason)
+                            summary.reasons[last] = summary.reasons.get(last, 0) + 1
+                        summary.seconds = time.perf_counter() - started
+                        bar.update(len(done), len(failed), completion.tokens_out)
+            finally:
+                summary.seconds = time.perf_counter() - started
+                bar.close()
+            return summary
+        finally:
+            store.close()
+
+    @staticmethod
+    def _last_grade(found: dict[int, list[str]]) -> int | None:
+        """The level written last in a joint answer (the one a token limit cuts off)."""
+        return list(found)[-1] if found else None
+
+    def _handle(self, job: _Job, query: str, completion: Completion, accepted: dict[str, list[str]],
+                reasons: dict[ItemKey, list[str]]):
+        c = self.config
+        validator = c.validator
+        truncated = completion.finish_reason == "length"
+        done: dict[ItemKey, tuple[str, int]] = {}
+        rejected: dict[ItemKey, str] = {}
+        if not completion.ok:
+            rejected = {key: f"backend error: {completion.error}" for key in job.items}
+        elif job.kind == "joint":
+            try:
+                found = parse_joint(completion.text, c.levels)
+            except ParseError as error:
+                rejected = {key: str(error) for key in job.items}
+            else:
+                for key in job.items:
+                    _, grade, k = key
+                    texts = found.get(grade, [])
+                    if k >= len(texts):
+                        rejected[key] = f"no passage for level {grade} in the JSON answer"
+                        continue
+                    text = clean_passage(texts[k])
+                    if truncated and grade == self._last_grade(found):
+                        text = trim_to_sentence(text)
+                    problem = validator.check(text, query, accepted.get(job.qid, []), self.examples)
+                    if problem:
+                        rejected[key] = problem
+                    else:
+                        done[key] = (text, job.attempt)
+                        accepted.setdefault(job.qid, []).append(text)
+        else:
+            key = job.items[0]
+            text = clean_passage(parse_single(completion.text))
+            if truncated:
+                text = trim_to_sentence(text)
+            problem = validator.check(text, query, accepted.get(job.qid, []), self.examples)
+            if problem:
+                rejected[key] = problem
+            else:
+                done[key] = (text, job.attempt)
+                accepted.setdefault(job.qid, []).append(text)
+        failed: dict[ItemKey, tuple[str, int]] = {}
+        remaining: list[ItemKey] = []
+        for key, reason in rejected.items():
+            history = reasons.setdefault(key, [])
+            history.append(f"attempt {job.attempt} ({job.kind}): {reason}")
+            if job.attempt >= c.max_attempts:
+                failed[key] = (" | ".join(history), job.attempt)
+                reasons.pop(key, None)
+            else:
+                remaining.append(key)
+        if not remaining:
+            retry: list[_Job] = []
+        elif not completion.ok and job.kind == "joint":
+            # The backend gave no answer at all: ask the same joint question again.
+            retry = [_Job("joint", job.qid, remaining, job.attempt + 1)]
+        else:
+            retry = [_Job("level", job.qid, [key], job.attempt + 1) for key in remaining]
+        return done, failed, retry

@@ -1,0 +1,102 @@
+"""The openai backend against an in-process OpenAI-compatible server on 127.0.0.1 that injects faults."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+pytest.importorskip("httpx")
+
+from synthrank.data import load_beir  # noqa: E402
+from synthrank.generate.api import generate  # noqa: E402
+from synthrank.generate.backends.base import ChatRequest  # noqa: E402
+from synthrank.generate.backends.openai import OpenAIBackend  # noqa: E402
+
+from .fakes import FakeOpenAIServer, FaultPlan  # noqa: E402
+
+MSG = [{"role": "user", "content": 'Search query: "q"\nWrite one passage. Its relevance to the query must be: related. x'}]
+
+
+def backend(server, **kw):
+    kw.setdefault("backoff", 0.01)
+    return OpenAIBackend("fake-model", base_url=server.url, **kw)
+
+
+def test_answers_and_usage_are_read(monkeypatch):
+    monkeypatch.setenv("SECRET_VAR", "sk-test-123")
+    with FakeOpenAIServer() as server:
+        b = backend(server, api_key_env="SECRET_VAR", concurrency=3)
+        results = dict(b.generate([ChatRequest(MSG, max_tokens=50, seed=7) for _ in range(5)]))
+    assert sorted(results) == list(range(5))
+    assert all(c.ok and "Background on the general subject" in c.text and c.tokens_in == 50 for c in results.values())
+    assert server.auth_seen == ["Bearer sk-test-123"] * 5
+    assert server.bodies[0]["seed"] == 7 and server.bodies[0]["max_tokens"] == 50
+    assert "sk-test" not in repr(b)
+
+
+def test_model_defaults_to_the_first_served_model():
+    with FakeOpenAIServer() as server:
+        assert OpenAIBackend(None, base_url=server.url).model == "fake-model"
+
+
+def test_retries_500_429_malformed_and_dropped_connections(caplog):
+    plan = FaultPlan(["500", "429", "malformed", "drop", "503"])
+    with FakeOpenAIServer(plan) as server, caplog.at_level(logging.DEBUG):
+        b = backend(server, concurrency=1)
+        results = list(b.generate([ChatRequest(MSG), ChatRequest(MSG)]))
+    assert len(results) == 2 and all(c.ok for _, c in results)
+    assert b.retries == 5 and plan.count == 7
+
+
+def test_slow_answers_time_out_and_are_retried():
+    plan = FaultPlan(["slow"], slow_seconds=1.5)
+    with FakeOpenAIServer(plan) as server:
+        b = backend(server, timeout=0.5)
+        (index, completion), = list(b.generate([ChatRequest(MSG)]))
+    assert completion.ok and b.retries == 1 and plan.seen == ["slow", "ok"]
+
+
+def test_gives_up_after_max_retries_and_does_not_retry_400(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-should-not-leak")
+    with FakeOpenAIServer(FaultPlan(default="500")) as server:
+        (_, completion), = list(backend(server, max_retries=2).generate([ChatRequest(MSG)]))
+    assert not completion.ok and "gave up after 3 attempts" in completion.error and "HTTP 500" in completion.error
+    with FakeOpenAIServer(FaultPlan(["400"])) as server:
+        b = backend(server)
+        (_, completion), = list(b.generate([ChatRequest(MSG)]))
+    assert completion.error.startswith("HTTP 400") and b.retries == 0
+    assert "sk-should-not-leak" not in completion.error
+
+
+def test_concurrency_is_bounded():
+    import threading
+    import time
+
+    active, peak, lock = [0], [0], threading.Lock()
+    from .fakes import good_answer
+
+    def answer(body):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.05)
+        with lock:
+            active[0] -= 1
+        return {"choices": [{"message": {"content": good_answer(body["messages"])}, "finish_reason": "stop"}]}
+
+    with FakeOpenAIServer(answer=answer) as server:
+        results = list(backend(server, concurrency=3).generate([ChatRequest(MSG) for _ in range(12)]))
+    assert len(results) == 12 and peak[0] == 3
+
+
+def test_generation_run_survives_faults_without_losing_items(tmp_path, queries_file):
+    plan = FaultPlan(every={3: "500", 5: "429", 7: "slow", 11: "drop"}, slow_seconds=1.0)
+    with FakeOpenAIServer(plan) as server:
+        b = backend(server, concurrency=4, timeout=0.5)
+        result = generate(queries_file, tmp_path / "out", backend_instance=b, progress=False)
+    ds = load_beir(tmp_path / "out", split="train")
+    assert len(ds.corpus) == 20 and result.manifest["counts"]["failed"] == 0
+    assert b.retries >= 1 and {"500", "429", "slow"} & set(plan.seen)
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["backend"] == "openai"
