@@ -1,0 +1,119 @@
+"""Training settings: one pydantic model, filled from ``--config FILE`` (TOML/JSON) and CLI options.
+
+Precedence: options given on the command line > the config file > the recipe (group size,
+mode, sampling) > the defaults below.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from synthrank.data.errors import DataFormatError
+from synthrank.models.bundled import DEFAULT_ENCODER
+
+__all__ = ["TrainConfig", "ConfigError", "load_train_config"]
+
+
+class ConfigError(DataFormatError):
+    """A training config file is malformed; names the file and the field."""
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # data
+    data: str = Field(description="Recipe file (TOML or JSON)")
+    group_size: int | None = Field(None, ge=2, description="Passages per query; overrides the recipe's")
+    mode: Literal["graded", "binary"] | None = Field(None, description="Overrides the recipe's mode")
+    sampling: Literal["random", "top"] | None = Field(None, description="Overrides the recipe's sampling")
+    positive_threshold: int | None = Field(None, description="binary mode: overrides the recipe's threshold")
+    # model
+    model: str = Field(DEFAULT_ENCODER, description="Local HF / sentence-transformers folder or bundled alias")
+    pooling: Literal["mean", "cls", "last"] | None = None
+    normalize: bool | None = None
+    query_max_length: int | None = Field(None, ge=1)
+    passage_max_length: int | None = Field(None, ge=1)
+    query_prefix: str = ""
+    passage_prefix: str = ""
+    trust_remote_code: bool = False
+    # loss
+    loss: str = "ws2"
+    temperature: float = Field(1.0, gt=0)
+    loss_params: dict[str, Any] = Field(default_factory=dict)
+    # optimisation
+    output: str
+    batch_size: int = Field(16, ge=1, description="Queries per device and micro-batch")
+    lr: float = Field(1e-5, gt=0)
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)
+    warmup: float = Field(0.05, ge=0, description="Warm-up: a fraction of the steps (< 1) or a step count")
+    weight_decay: float = Field(0.0, ge=0)
+    lr_scheduler: str = "linear"
+    optim: str = "adamw_torch"
+    max_grad_norm: float = 1.0
+    grad_accum: int = Field(1, ge=1)
+    chunk_size: int | None = Field(None, ge=1, description="GradCache: texts per forward pass")
+    forward_batch_size: int | None = Field(
+        32, ge=1, description="Texts per forward pass (length-sorted, padding cut per pass); None: one pass")
+    bf16: bool = False
+    fp16: bool = False
+    gradient_checkpointing: bool = False
+    seed: int = 42
+    drop_last: bool = True
+    dataloader_workers: int = Field(0, ge=0)
+    ddp_find_unused_parameters: bool = False
+    # bookkeeping
+    save_steps: int = Field(500, ge=1)
+    save_total_limit: int | None = Field(None, ge=1)
+    logging_steps: int = Field(10, ge=1)
+    report_to: str | list[str] = "none"
+    run_name: str | None = None
+    resume: bool | str = False
+    quiet: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainConfig":
+        if self.bf16 and self.fp16:
+            raise ValueError("choose bf16 or fp16, not both")
+        return self
+
+
+def _location(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc) or "<root>"
+
+
+def load_train_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read ``path`` (TOML or JSON; relative ``data``/``output`` resolve against its folder),
+    apply ``overrides`` (entries that are ``None`` are ignored) and validate."""
+    data: dict[str, Any] = {}
+    origin = "<command line>"
+    if path is not None:
+        path = Path(path)
+        origin = str(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: config file not found")
+        text = path.read_text(encoding="utf-8")
+        try:
+            data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
+        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
+            raise ConfigError(path, getattr(error, "lineno", None), None, f"cannot parse ({error})") from None
+        if isinstance(data.get("train"), dict):  # allow a [train] table
+            data = data["train"]
+        for key in ("data", "output"):
+            value = data.get(key)
+            if isinstance(value, str) and not Path(value).expanduser().is_absolute():
+                data[key] = str(path.parent / value)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            data[key] = value
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        problems = "; ".join(f"{_location(e['loc'])}: {e['msg']}" for e in error.errors())
+        raise ConfigError(origin, None, _location(first["loc"]), problems) from None

@@ -1,0 +1,413 @@
+"""List-wise bi-encoder training on Hugging Face's ``Trainer``.
+
+``RankingTrainer.compute_loss`` embeds the batch's queries [Q, H] and passages [Q*G, H],
+gathers both across processes (under torchrun/DDP) with gradients flowing into the local
+slice, scores every query against every passage (dot product; the temperature lives in the
+loss) and calls a loss from :mod:`synthrank.losses` with the labels [Q_global, G].
+
+DDP gradient scale. Every rank computes the *same* global loss L, but autograd reaches the
+parameters only through its own slice, so rank r holds g_r = dL/dtheta through slice r; the
+true gradient is sum_r g_r. DDP averages gradients over the W ranks, so each local slice's
+gradient is multiplied by W (:func:`gather_with_grad`): mean_r(W g_r) = sum_r g_r. The loss
+value itself is left unscaled, so logged losses equal the single-process ones.
+
+GradCache (``chunk_size``): embeddings are first computed without a graph in chunks, the loss
+and its gradient with respect to the embeddings are computed once, then each chunk is
+re-embedded with a graph (replaying its random state, so dropout masks match) and
+back-propagated with the cached embedding gradient. Memory grows with the chunk, not the batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from synthrank.models.encoder import pool
+from synthrank.train.save import SentenceTransformersSettings, write_sentence_transformers_files
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RankingTrainer", "gather_with_grad", "gather_no_grad", "TrainResult", "train", "build_training"]
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
+def gather_no_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``tensor`` from every rank (rank order); equal shapes required."""
+    world, _ = _world()
+    if world == 1:
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(world)]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts, dim=0)
+
+
+def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """All-gather along dim 0; the local slice keeps its graph, with its gradient scaled by W.
+
+    The value of the local slice is unchanged (``x + (W-1)(x - x.detach())`` equals ``x``);
+    its gradient is W times the gradient of the gathered loss, which DDP's averaging then
+    turns into the exact single-process gradient (see the module docstring).
+    """
+    world, rank = _world()
+    if world == 1:
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(world)]
+    dist.all_gather(parts, tensor.detach().contiguous())
+    parts[rank] = tensor + (world - 1) * (tensor - tensor.detach())
+    return torch.cat(parts, dim=0)
+
+
+def _split_inputs(inputs: dict[str, torch.Tensor], size: int) -> list[dict[str, torch.Tensor]]:
+    n = next(iter(inputs.values())).shape[0]
+    return [{k: v[i:i + size] for k, v in inputs.items()} for i in range(0, n, size)]
+
+
+class _RandState:
+    """Random state captured before a no-grad forward pass, replayed for the re-forward."""
+
+    def __init__(self) -> None:
+        self.cpu = torch.get_rng_state()
+        self.cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+
+    @contextlib.contextmanager
+    def replay(self):
+        devices = list(range(len(self.cuda))) if self.cuda is not None else []
+        with torch.random.fork_rng(devices=devices):
+            torch.set_rng_state(self.cpu)
+            if self.cuda is not None:
+                torch.cuda.set_rng_state_all(self.cuda)
+            yield
+
+
+class _EpochCallback(TrainerCallback):
+    """Tells the dataset which epoch is starting, so its groups are re-drawn (also after --resume)."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(int(state.epoch or 0))
+
+
+class RankingTrainer(Trainer):
+    """``Trainer`` whose model is a Hugging Face encoder and whose loss is a ranking loss.
+
+    Extra arguments: ``loss_fn`` (a :class:`synthrank.losses.Loss`), ``pooling``,
+    ``normalize``, ``chunk_size`` (GradCache), ``st_settings`` (written with every save),
+    ``forward_batch_size`` (texts per forward pass, length-sorted; see :meth:`embed`).
+    """
+
+    def __init__(self, *args, loss_fn, pooling: str = "mean", normalize: bool = False,
+                 chunk_size: int | None = None, st_settings: SentenceTransformersSettings | None = None,
+                 forward_batch_size: int | None = 32, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.loss_fn = loss_fn
+        self.pooling = pooling
+        self.normalize = normalize
+        self.chunk_size = chunk_size
+        self.forward_batch_size = forward_batch_size
+        self.st_settings = st_settings
+        # Our loss is a per-batch mean: the Trainer divides it by the accumulation steps.
+        self.model_accepts_loss_kwargs = False
+        self.loss_is_scaled_for_ga = False
+        self.examples_seen = 0
+        self._rate_mark: tuple[float, int] | None = None
+        if self.train_dataset is not None and hasattr(self.train_dataset, "set_epoch"):
+            self.add_callback(_EpochCallback(self.train_dataset))
+
+    # -- embeddings and loss -------------------------------------------------------------------
+    def embed(self, model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Pooled (normalised) vectors [B, H], with the graph when grad is enabled.
+
+        Texts are sorted by length and run in forward passes of at most ``forward_batch_size``,
+        each cut to its own longest text (right padding), so a batch of mixed lengths wastes
+        little compute on padding. The result is in input order and equals one padded pass up
+        to float rounding.
+        """
+        mask = inputs["attention_mask"]
+        n = mask.shape[0]
+        size = self.forward_batch_size or n
+        lengths = mask.sum(dim=1)
+        positions = torch.arange(mask.shape[1], device=mask.device)
+        right_padded = bool((mask.bool() == (positions[None, :] < lengths[:, None])).all())
+        if size >= n and (not right_padded or int(lengths.max()) == mask.shape[1]):
+            return self._embed_pass(model, inputs)
+        order = torch.argsort(lengths, descending=True, stable=True)
+        parts = []
+        for index in order.split(size):
+            width = int(lengths[index].max()) if right_padded else mask.shape[1]
+            parts.append(self._embed_pass(model, {k: v[index, :width] for k, v in inputs.items()}))
+        vectors = torch.cat(parts)
+        return vectors[torch.argsort(order)]
+
+    def _embed_pass(self, model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        hidden = model(**inputs).last_hidden_state
+        vectors = pool(hidden, inputs["attention_mask"], self.pooling)
+        if self.normalize:
+            vectors = torch.nn.functional.normalize(vectors, dim=-1)
+        return vectors
+
+    def loss_from_embeddings(self, queries: torch.Tensor, passages: torch.Tensor,
+                             grades: torch.Tensor) -> torch.Tensor:
+        """Gather across processes, score all queries against all passages, apply the loss."""
+        q_all = gather_with_grad(queries)
+        p_all = gather_with_grad(passages)
+        labels = gather_no_grad(grades)
+        scores = q_all.float() @ p_all.float().transpose(0, 1)
+        self.examples_seen += labels.shape[0]
+        return self.loss_fn(scores, labels.to(scores.dtype))
+
+    def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
+        queries = self.embed(model, inputs["query"])
+        passages = self.embed(model, inputs["passage"])
+        loss = self.loss_from_embeddings(queries, passages, inputs["grades"])
+        return (loss, {"queries": queries, "passages": passages}) if return_outputs else loss
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if self._rate_mark is None:
+            self._rate_mark = (time.perf_counter(), self.examples_seen)
+        if not self.chunk_size:
+            return super().training_step(model, inputs, num_items_in_batch)
+        return self._grad_cache_step(model, inputs)
+
+    def _grad_cache_step(self, model, inputs) -> torch.Tensor:
+        model.train()
+        inputs = self._prepare_inputs(inputs)
+        chunks = {kind: _split_inputs(inputs[kind], self.chunk_size) for kind in ("query", "passage")}
+        states: dict[str, list[_RandState]] = {"query": [], "passage": []}
+        cached: dict[str, torch.Tensor] = {}
+        with torch.no_grad():
+            for kind in ("query", "passage"):
+                reps = []
+                for chunk in chunks[kind]:
+                    states[kind].append(_RandState())
+                    with self.compute_loss_context_manager():
+                        reps.append(self.embed(model, chunk))
+                cached[kind] = torch.cat(reps).detach().requires_grad_(True)
+        with self.compute_loss_context_manager():
+            loss = self.loss_from_embeddings(cached["query"], cached["passage"], inputs["grades"])
+        loss = loss / self.current_gradient_accumulation_steps
+        loss.backward()
+        pieces = [(chunk, state, grad)
+                  for kind in ("query", "passage")
+                  for chunk, state, grad in zip(chunks[kind], states[kind],
+                                                cached[kind].grad.split(self.chunk_size))]
+        for index, (chunk, state, grad) in enumerate(pieces):
+            last = index == len(pieces) - 1
+            sync = contextlib.nullcontext() if last else self.accelerator.no_sync(model)
+            with sync:
+                with state.replay(), self.compute_loss_context_manager():
+                    reps = self.embed(model, chunk)
+                self.accelerator.backward((reps.float() * grad.to(torch.float32)).sum())
+        return loss.detach()
+
+    # -- logging, flops, saving ----------------------------------------------------------------
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        if "loss" in logs and self._rate_mark is not None:
+            now = time.perf_counter()
+            then, seen = self._rate_mark
+            if now > then:
+                logs["examples_per_second"] = round((self.examples_seen - seen) / (now - then), 3)
+            self._rate_mark = (now, self.examples_seen)
+        super().log(logs, *args, **kwargs)
+
+    def floating_point_ops(self, inputs) -> int:
+        try:
+            tokens = sum(int(inputs[k]["input_ids"].numel()) for k in ("query", "passage"))
+            return 6 * tokens * self.model.num_parameters(exclude_embeddings=True)
+        except (KeyError, TypeError, AttributeError):
+            return 0
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        super()._save(output_dir, state_dict=state_dict)
+        if self.args.should_save and self.st_settings is not None:
+            write_sentence_transformers_files(output_dir or self.args.output_dir, self.st_settings)
+
+
+# ---------------------------------------------------------------------------------------------
+# Building a run from a TrainConfig
+
+
+@dataclass
+class TrainResult:
+    output: Path
+    global_step: int
+    train_loss: float | None
+    metrics: dict = field(default_factory=dict)
+    first_loss: float | None = None
+
+
+def _make_loss(config):
+    """The registry loss with ``loss_params``; ``temperature`` is passed when the loss takes one."""
+    from synthrank.losses import get_loss
+
+    params = dict(config.loss_params)
+    if "temperature" not in params:
+        try:
+            return get_loss(config.loss, temperature=config.temperature, **params)
+        except ValueError as error:
+            if "invalid parameters" not in str(error):
+                raise
+            log.warning("loss %r takes no temperature; --temperature ignored", config.loss)
+    return get_loss(config.loss, **params)
+
+
+def _saved_max_length(encoder) -> int:
+    """Max length recorded in the saved model: the base model's own (so that evaluation reads
+    as much text as it did for the base model), or the training lengths when longer or unknown."""
+    from synthrank.models import read_sentence_transformers_settings
+
+    enc = encoder.config
+    trained = max(int(enc.query_max_length), int(enc.passage_max_length))
+    recorded = None
+    if Path(encoder.model_path).is_dir():
+        recorded = read_sentence_transformers_settings(encoder.model_path).get("max_length")
+    return max(int(recorded), trained) if recorded else trained
+
+
+def build_training(config, callbacks: list | None = None):
+    """Everything :func:`train` needs, built but not run.
+
+    Returns ``(trainer, dataset, encoder, recipe, pools)``.
+    """
+
+    from synthrank.data.recipes import build_pools, load_recipe
+    from synthrank.models import Encoder, EncoderConfig
+    from synthrank.train.dataset import GroupCollator, GroupDataset
+
+    recipe = load_recipe(config.data)
+    updates = {k: getattr(config, k) for k in ("group_size", "mode", "sampling", "positive_threshold")
+               if getattr(config, k) is not None}
+    if updates:
+        recipe = recipe.model_copy(update=updates)
+    pools = build_pools(recipe)
+    log.info("training data: %s", pools.describe())
+    dataset = GroupDataset(pools, recipe, seed=config.seed)
+
+    encoder = Encoder(EncoderConfig(
+        model=config.model, pooling=config.pooling, normalize=config.normalize,
+        query_prefix=config.query_prefix, passage_prefix=config.passage_prefix,
+        query_max_length=config.query_max_length, passage_max_length=config.passage_max_length,
+        trust_remote_code=config.trust_remote_code, device="cpu",
+    ))
+    enc = encoder.config
+    model = encoder.model
+    # A pooler head (BERT, RoBERTa, ...) is not used by the embeddings: freeze it, so that DDP
+    # does not wait for gradients that never come.
+    for name, param in model.named_parameters():
+        if name.startswith("pooler."):
+            param.requires_grad_(False)
+    collator = GroupCollator(encoder.tokenizer, enc.query_max_length, enc.passage_max_length,
+                             enc.query_prefix, enc.passage_prefix)
+    st_settings = SentenceTransformersSettings(
+        embedding_dimension=int(model.config.hidden_size), pooling=enc.pooling, normalize=bool(enc.normalize),
+        max_seq_length=_saved_max_length(encoder), query_prefix=enc.query_prefix,
+        passage_prefix=enc.passage_prefix,
+    )
+    report_to = config.report_to
+    if isinstance(report_to, str):
+        report_to = [r.strip() for r in report_to.split(",") if r.strip()] or ["none"]
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    args = TrainingArguments(
+        output_dir=str(config.output),
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.lr,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1,
+        warmup_steps=config.warmup,
+        weight_decay=config.weight_decay,
+        lr_scheduler_type=config.lr_scheduler,
+        optim=config.optim,
+        max_grad_norm=config.max_grad_norm,
+        bf16=config.bf16,
+        fp16=config.fp16,
+        seed=config.seed,
+        data_seed=config.seed,
+        dataloader_drop_last=config.drop_last,
+        dataloader_num_workers=config.dataloader_workers,
+        remove_unused_columns=False,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        logging_strategy="steps",
+        logging_steps=config.logging_steps,
+        logging_first_step=True,
+        report_to=report_to,
+        run_name=config.run_name,
+        disable_tqdm=config.quiet,
+        ddp_backend="gloo" if distributed and not torch.cuda.is_available() else None,
+        ddp_find_unused_parameters=config.ddp_find_unused_parameters,
+        use_cpu=not torch.cuda.is_available(),
+        **({"gradient_checkpointing": True} if config.gradient_checkpointing else {}),
+    )
+    if config.loss == "ws2" and config.batch_size * args.world_size < 2:
+        raise ValueError("ws2 fits a Gaussian over the queries of a batch: it needs at least 2 queries per "
+                         f"step, got batch size {config.batch_size} x {args.world_size} process(es)")
+    trainer = RankingTrainer(
+        model=model, args=args, train_dataset=dataset, data_collator=collator,
+        processing_class=encoder.tokenizer, callbacks=callbacks, loss_fn=_make_loss(config),
+        pooling=enc.pooling, normalize=bool(enc.normalize), chunk_size=config.chunk_size, st_settings=st_settings,
+        forward_batch_size=config.forward_batch_size,
+    )
+    return trainer, dataset, encoder, recipe, pools
+
+
+def _resume_checkpoint(config) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if config.resume is False or config.resume is None:
+        return None
+    if isinstance(config.resume, str) and config.resume.lower() not in ("true", "last", "latest"):
+        path = Path(config.resume)
+        if not path.is_dir():
+            raise FileNotFoundError(f"{path}: no such checkpoint folder")
+        return str(path)
+    output = Path(config.output)
+    last = get_last_checkpoint(str(output)) if output.is_dir() else None
+    if last is None:
+        raise FileNotFoundError(f"--resume: no checkpoint-* folder in {output}")
+    return last
+
+
+def train(config, callbacks: list | None = None) -> TrainResult:
+    """Train as ``config`` says; the model is written to ``config.output`` (a sentence-transformers
+    folder), checkpoints to ``config.output/checkpoint-N``."""
+    resume = _resume_checkpoint(config)
+    trainer, dataset, encoder, recipe, pools = build_training(config, callbacks)
+    output = Path(config.output)
+    if trainer.args.should_save:
+        output.mkdir(parents=True, exist_ok=True)
+        provenance = {
+            "config": config.model_dump(mode="json"),
+            "recipe": {**recipe.model_dump(mode="json"), "path": str(recipe.origin)},
+            "data": {**pools.stats, "queries": len(dataset), "dropped_queries": dataset.dropped,
+                     "passages": len(pools.passages)},
+            "encoder": {k: v for k, v in vars(encoder.config).items()
+                        if k in ("pooling", "normalize", "query_max_length", "passage_max_length",
+                                 "query_prefix", "passage_prefix")},
+            "loss": repr(trainer.loss_fn),
+            "world_size": trainer.args.world_size,
+        }
+        (output / "synthrank_train.json").write_text(json.dumps(provenance, indent=2, default=str) + "\n")
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(str(output))
+    history = trainer.state.log_history
+    first = next((h["loss"] for h in history if "loss" in h), None)
+    return TrainResult(output, trainer.state.global_step, result.training_loss, dict(result.metrics), first)

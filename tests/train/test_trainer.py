@@ -1,0 +1,230 @@
+"""RankingTrainer on a tiny random BERT: loss layout, GradCache gradients, save format, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from synthrank.train.config import load_train_config
+
+from train_helpers import make_tiny_model, write_recipe
+
+
+def config_for(tmp_path, model, beir, **overrides):
+    recipe = write_recipe(tmp_path / "recipe.json", {"group_size": 3, "sources": [{"dataset": str(beir)}]})
+    base = dict(data=str(recipe), output=str(tmp_path / "out"), model=str(model), batch_size=4,
+                query_max_length=16, passage_max_length=16, lr=1e-3, logging_steps=1, quiet=True)
+    return load_train_config(None, {**base, **overrides})
+
+
+def first_batch(trainer, dataset, n=4):
+    return trainer.data_collator([dataset[i] for i in range(n)])
+
+
+def test_scores_and_labels_follow_the_query_major_layout(tmp_path, tiny_model, toy_beir):
+    from synthrank.losses import get_loss
+    from synthrank.models import Encoder, EncoderConfig
+    from synthrank.train.trainer import build_training
+
+    trainer, dataset, *_ = build_training(config_for(tmp_path, tiny_model, toy_beir, temperature=0.5))
+    items = [dataset[i] for i in range(4)]
+    batch = trainer.data_collator(items)
+    captured = {}
+    loss_fn = trainer.loss_fn
+
+    def spy(scores, labels):
+        captured["scores"], captured["labels"] = scores.detach(), labels
+        return loss_fn(scores, labels)
+
+    trainer.loss_fn = spy
+    loss = trainer.compute_loss(trainer.model, batch)
+    scores, labels = captured["scores"], captured["labels"]
+    assert scores.shape == (4, 12) and labels.shape == (4, 3)
+
+    # independent: embed every text on its own (no padding) and take dot products
+    encoder = Encoder(EncoderConfig(model=str(tiny_model), dtype="float32", device="cpu",
+                                    query_max_length=16, passage_max_length=16))
+    q = encoder.embed(encoder.tokenize([it["query"] for it in items], "query")).detach()
+    expected = torch.zeros(4, 12)
+    for j, text in enumerate(p for it in items for p in it["passages"]):
+        vec = encoder.embed(encoder.tokenize([text], "passage"))[0].detach()
+        expected[:, j] = q @ vec
+    torch.testing.assert_close(scores, expected, atol=1e-5, rtol=1e-5)
+    assert labels.tolist() == [it["labels"] for it in items]
+    direct = get_loss("ws2", temperature=0.5)(expected, torch.tensor([it["labels"] for it in items]))
+    assert loss.item() == pytest.approx(direct.item(), rel=1e-4)
+
+
+def _grads(trainer, batch):
+    trainer.model.zero_grad()
+    trainer.current_gradient_accumulation_steps = 1
+    loss = trainer.training_step(trainer.model, batch)
+    return loss.item(), {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("loss", ["ws2", "infonce"])
+def test_grad_cache_gives_the_unchunked_gradients(tmp_path, tiny_model, toy_beir, loss):
+    from synthrank.train.trainer import build_training
+
+    plain, dataset, *_ = build_training(config_for(tmp_path, tiny_model, toy_beir, loss=loss))
+    chunked, *_ = build_training(config_for(tmp_path, tiny_model, toy_beir, loss=loss, chunk_size=5))
+    batch = first_batch(plain, dataset)
+    loss_a, grads_a = _grads(plain, batch)
+    loss_b, grads_b = _grads(chunked, batch)
+    assert loss_a == pytest.approx(loss_b, rel=1e-6)
+    assert grads_a.keys() == grads_b.keys() and len(grads_a) > 10
+    assert not any(name.startswith("pooler.") for name in grads_a)  # the unused pooler is frozen
+    for name in grads_a:
+        torch.testing.assert_close(grads_b[name], grads_a[name], atol=1e-7, rtol=1e-4, msg=name)
+    assert max(g.abs().max().item() for g in grads_a.values()) > 0
+
+
+def test_grad_cache_replays_dropout(tmp_path, toy_beir):
+    """With dropout on, each chunk's re-forward must reuse the masks of its no-grad pass.
+
+    Reference: the same chunked forward passes, drawn from the same seed in the same order, but
+    with a graph and one ordinary backward. Without the random-state replay the re-forward would
+    draw fresh masks and the gradients would differ.
+    """
+    from synthrank.train.trainer import _split_inputs, build_training
+
+    model = make_tiny_model(tmp_path / "dropout-model", dropout=0.3)
+    trainer, dataset, *_ = build_training(config_for(tmp_path, model, toy_beir, chunk_size=3))
+    batch = first_batch(trainer, dataset)
+    torch.manual_seed(0)
+    loss_a, grads_a = _grads(trainer, batch)
+
+    trainer.model.zero_grad()
+    trainer.model.train()
+    torch.manual_seed(0)
+    reps = {kind: torch.cat([trainer.embed(trainer.model, chunk) for chunk in _split_inputs(batch[kind], 3)])
+            for kind in ("query", "passage")}
+    loss_b = trainer.loss_from_embeddings(reps["query"], reps["passage"], batch["grades"])
+    loss_b.backward()
+    assert loss_a == pytest.approx(loss_b.item(), rel=1e-6)
+    for name, grad in grads_a.items():
+        param = dict(trainer.model.named_parameters())[name]
+        torch.testing.assert_close(grad, param.grad, atol=1e-7, rtol=1e-4, msg=name)
+
+    trainer.model.zero_grad()
+    torch.manual_seed(1)
+    loss_c, _ = _grads(trainer, batch)
+    assert loss_c != pytest.approx(loss_a, rel=1e-6)  # dropout is really on
+
+
+def test_loss_without_temperature_and_unknown_loss(tmp_path, tiny_model, toy_beir):
+    from synthrank.train.trainer import _make_loss
+
+    assert _make_loss(config_for(tmp_path, tiny_model, toy_beir, loss="ws2", temperature=0.1)).temperature == 0.1
+    assert _make_loss(config_for(tmp_path, tiny_model, toy_beir, loss="margin_mse")) is not None
+    with pytest.raises(ValueError, match="unknown loss"):
+        _make_loss(config_for(tmp_path, tiny_model, toy_beir, loss="nope"))
+
+
+def test_gather_is_identity_on_one_process():
+    from synthrank.train.trainer import gather_no_grad, gather_with_grad
+
+    x = torch.randn(3, 4, requires_grad=True)
+    y = gather_with_grad(x)
+    assert y is x and gather_no_grad(x) is x
+
+
+@pytest.mark.parametrize("pooling, normalize", [("mean", True), ("cls", False)])
+def test_trained_model_loads_in_sentence_transformers_and_encoder(tmp_path, tiny_model, toy_beir, pooling, normalize):
+    from sentence_transformers import SentenceTransformer
+
+    from synthrank.models import Encoder, EncoderConfig, read_sentence_transformers_settings
+    from synthrank.train.trainer import train
+
+    config = config_for(tmp_path, tiny_model, toy_beir, max_steps=2, save_steps=1, pooling=pooling,
+                        normalize=normalize, query_prefix="query: ", passage_prefix="passage: ")
+    result = train(config)
+    out = result.output
+    assert result.global_step == 2 and np.isfinite(result.first_loss)
+    assert (out / "model.safetensors").is_file() and (out / "checkpoint-2" / "model.safetensors").is_file()
+    settings = read_sentence_transformers_settings(out)
+    assert settings["pooling"] == pooling and settings["normalize"] is normalize and settings["max_length"] == 32  # the base model's, not the training length (16)
+    assert settings["query_prefix"] == "query: " and settings["passage_prefix"] == "passage: "
+    provenance = json.loads((out / "synthrank_train.json").read_text())
+    assert provenance["config"]["loss"] == "ws2" and provenance["data"]["queries"] == 12
+
+    texts = ["protein cell gene", "a longer text about vaccine trial dose risk and effects in humans " * 3]
+    st = SentenceTransformer(str(out), device="cpu")
+    ours = Encoder(EncoderConfig(model=str(out), dtype="float32", device="cpu"))
+    for kind, prompt in (("query", "query"), ("passage", "document")):
+        a = st.encode(texts, prompt_name=prompt, convert_to_numpy=True)
+        b = ours.encode(texts, kind, show_progress=False)
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    norms = np.linalg.norm(b, axis=1)
+    assert np.allclose(norms, 1.0, atol=1e-5) == normalize
+    # the weights really changed
+    from safetensors.torch import load_file
+
+    before, after = load_file(tiny_model / "model.safetensors"), load_file(out / "model.safetensors")
+    assert max((before[k] - after[k]).abs().max().item() for k in before if not k.startswith("pooler")) > 1e-5
+
+
+def test_cli_train_with_config_file_and_overrides(tmp_path, tiny_model, toy_beir):
+    from typer.testing import CliRunner
+    import typer
+
+    from synthrank.train.cli import train_command
+
+    app = typer.Typer()
+    app.command("train")(train_command)
+    app.command("other")(lambda: None)
+    recipe = write_recipe(tmp_path / "recipe.json", {"group_size": 2, "sources": [{"dataset": str(toy_beir)}]})
+    config = tmp_path / "train.toml"
+    config.write_text(f'data = "recipe.json"\noutput = "out"\nmodel = "{tiny_model}"\nbatch_size = 3\n'
+                      f'max_steps = 1\nquiet = true\nmax_grad_norm = 0.5\n')
+    result = CliRunner().invoke(app, ["train", "--config", str(config), "--max-steps", "2", "--max-length", "12",
+                                      "--loss", "infonce", "--group-size", "3", "--loss-param", "positive_threshold=2"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output[result.output.index("{\n"):])
+    assert summary["global_step"] == 2
+    provenance = json.loads((tmp_path / "out" / "synthrank_train.json").read_text())
+    assert provenance["config"]["batch_size"] == 3 and provenance["config"]["max_grad_norm"] == 0.5
+    assert provenance["config"]["loss_params"] == {"positive_threshold": 2}
+    assert provenance["recipe"]["group_size"] == 3 and provenance["encoder"]["passage_max_length"] == 12
+    assert "positive_threshold=2" in provenance["loss"]
+    assert recipe.is_file()
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('data = "recipe.json"\noutput = "o"\nbatch_size = 0\n')
+    result = CliRunner().invoke(app, ["train", "--config", str(bad)])
+    assert result.exit_code == 2
+    assert str(bad) in result.output and "batch_size" in result.output
+    result = CliRunner().invoke(app, ["train", "--output", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "data" in result.output
+    result = CliRunner().invoke(app, ["train", "--data", str(recipe), "--output", str(tmp_path / "fresh"),
+                                      "--model", str(tiny_model), "--resume"])
+    assert result.exit_code == 2 and "no checkpoint" in result.output
+
+
+def test_ws2_needs_two_queries_per_step(tmp_path, tiny_model, toy_beir):
+    from synthrank.train.trainer import build_training
+
+    with pytest.raises(ValueError, match="at least 2 queries"):
+        build_training(config_for(tmp_path, tiny_model, toy_beir, batch_size=1))
+    build_training(config_for(tmp_path, tiny_model, toy_beir, batch_size=1, loss="infonce"))
+
+
+def test_length_sorted_forward_passes_equal_one_padded_pass(tmp_path, tiny_model, toy_beir):
+    from synthrank.train.trainer import build_training
+
+    trainer, dataset, *_ = build_training(config_for(tmp_path, tiny_model, toy_beir, passage_max_length=32))
+    items = [dataset[i] for i in range(4)]
+    for item, extra in zip(items, (0, 5, 12, 20)):  # mixed lengths
+        item["passages"] = [p + " gene" * extra for p in item["passages"]]
+    batch = trainer.data_collator(items)
+    trainer.forward_batch_size = None
+    whole = trainer.embed(trainer.model, batch["passage"])
+    trainer.forward_batch_size = 5
+    pieces = trainer.embed(trainer.model, batch["passage"])
+    assert pieces.shape == whole.shape == (12, 32)
+    torch.testing.assert_close(pieces, whole, atol=1e-5, rtol=1e-5)
+    pieces.sum().backward()  # the graph reaches the weights through the re-ordering
+    assert trainer.model.embeddings.word_embeddings.weight.grad is not None
