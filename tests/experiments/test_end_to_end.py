@@ -1,0 +1,103 @@
+"""End to end on the bundled models (slow; run in CI): quickstart, and an experiment killed
+mid-stage that finishes when run again."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def synthrank(*args, env, **kwargs):
+    return subprocess.run([sys.executable, "-m", "synthrank", *args], env=env, cwd=REPO, text=True,
+                          capture_output=True, **kwargs)
+
+
+@pytest.fixture
+def env(data_dir, tmp_path):
+    return {**os.environ, "SYNTHRANK_DATA_DIR": str(data_dir), "SYNTHRANK_CACHE_DIR": str(tmp_path / "cache"),
+            "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.mark.slow
+def test_quickstart_small(env, tmp_path):
+    """The README's main command at CI size: generate, mine, train (ws2), eval, report."""
+    out = tmp_path / "qs"
+    done = synthrank("quickstart", "--output", str(out), "--queries", "6", "--epochs", "2", "--batch-size", "3",
+                     "--quiet", env=env, timeout=1500)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "| base (untrained) |" in done.stdout and "| ws2-synthetic+real |" in done.stdout
+    report = (out / "report" / "report.md").read_text()
+    assert "scifact/test nDCG@10" in report
+    manifest = json.loads((out / "report" / "manifest.json").read_text())
+    models = {n["model"]: n["metrics"]["nDCG@10"] for n in manifest["numbers"]}
+    assert set(models) == {"base", "ws2-synthetic+real"}
+    assert abs(models["base"] - 0.645) <= 0.01  # the base row is the published MiniLM number
+    assert 0.0 < models["ws2-synthetic+real"] <= 1.0
+    generated = json.loads((out / "generate" / "scifact-train" / "manifest.json").read_text())
+    assert generated["counts"]["queries"] == 6
+    again = synthrank("quickstart", "--output", str(out), "--queries", "6", "--epochs", "2", "--batch-size", "3",
+                      "--quiet", env=env, timeout=600)
+    assert again.returncode == 0 and "[run]" not in again.stdout  # finished: nothing runs again
+
+
+TINY_EXPERIMENT = """
+name = "killed"
+output = "{out}"
+[[generate]]
+name = "gen"
+queries = "scifact"
+split = "train"
+sample = 4
+[train]
+batch_size = 2
+epochs = 6
+query_max_length = 32
+passage_max_length = 64
+save_steps = 1
+logging_steps = 1
+[[settings]]
+name = "ws2"
+loss = "ws2"
+recipe = {{ mode = "graded", group_size = 4, sources = [ {{ dataset = "{{generate.gen}}", split = "train" }} ] }}
+[base]
+evaluate = false
+[eval]
+datasets = [ {{ dataset = "{tiny}", split = "test" }} ]
+"""
+
+
+@pytest.mark.slow
+def test_experiment_killed_mid_training_finishes_on_rerun(env, tmp_path, tiny_beir):
+    out = tmp_path / "run"
+    config = tmp_path / "exp.toml"
+    config.write_text(TINY_EXPERIMENT.format(out=out, tiny=tiny_beir))
+    process = subprocess.Popen([sys.executable, "-m", "synthrank", "experiment", str(config), "--quiet"], env=env,
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+    model_dir = out / "train" / "ws2" / "model"
+    deadline = time.time() + 900
+    while time.time() < deadline and process.poll() is None:
+        if list(model_dir.glob("checkpoint-*")):  # training is under way and has a checkpoint
+            break
+        time.sleep(0.5)
+    assert process.poll() is None, "the run ended before it could be killed:\n" + process.stdout.read()[-3000:]
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    record = json.loads((out / "train" / "ws2" / "stage.json").read_text())
+    assert record["status"] == "running"
+    assert json.loads((out / "generate" / "gen" / "stage.json").read_text())["status"] == "done"
+    done = synthrank("experiment", str(config), "--quiet", env=env, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "[done] generate/gen (cached)" in done.stdout and "[resume] train/ws2" in done.stdout
+    details = json.loads((out / "train" / "ws2" / "stage.json").read_text())["details"]
+    assert details["resumed"] is True and details["global_step"] == 12  # 4 queries / 2 per step x 6 epochs
+    assert json.loads((out / "eval" / "ws2@tiny-test" / "result.json").read_text())["num_queries"] == 3
+    again = synthrank("experiment", str(config), "--quiet", env=env, timeout=300)
+    assert again.returncode == 0 and "[run]" not in again.stdout and "[resume]" not in again.stdout
