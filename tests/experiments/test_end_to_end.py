@@ -84,8 +84,8 @@ def test_experiment_killed_mid_training_finishes_on_rerun(env, tmp_path, tiny_be
     model_dir = out / "train" / "ws2" / "model"
     deadline = time.time() + 900
     while time.time() < deadline and process.poll() is None:
-        if list(model_dir.glob("checkpoint-*")):  # training is under way and has a checkpoint
-            break
+        if any((c / "trainer_state.json").is_file() for c in model_dir.glob("checkpoint-*")):
+            break  # training is under way and has a complete checkpoint
         time.sleep(0.5)
     assert process.poll() is None, "the run ended before it could be killed:\n" + process.stdout.read()[-3000:]
     os.killpg(process.pid, signal.SIGKILL)

@@ -272,17 +272,15 @@ class Runner:
         return {"qrels": str(path), **result.stats}
 
     def _run_train(self, stage: Stage, outputs) -> dict:
-        from transformers.trainer_utils import get_last_checkpoint
-
         from synthrank.train.config import load_train_config
-        from synthrank.train.trainer import train
+        from synthrank.train.trainer import last_complete_checkpoint, train
 
         recipe = substitute(stage.spec["recipe"], outputs, self.config.base_dir)
         recipe_path = stage.output / "recipe.json"
         with atomic_write(recipe_path) as handle:
             handle.write(json.dumps(recipe, indent=2) + "\n")
         model_dir = stage.output / "model"
-        resume = bool(model_dir.is_dir() and get_last_checkpoint(str(model_dir)))
+        resume = last_complete_checkpoint(model_dir) is not None
         overrides = {**stage.spec["train"], "data": str(recipe_path), "loss": stage.spec["loss"],
                      "model": stage.spec["model"], "output": str(model_dir), "resume": resume,
                      "quiet": not self.show_progress}

@@ -369,9 +369,32 @@ def build_training(config, callbacks: list | None = None):
     return trainer, dataset, encoder, recipe, pools
 
 
-def _resume_checkpoint(config) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+def last_complete_checkpoint(output: str | Path) -> str | None:
+    """The newest ``checkpoint-N`` that was fully written, or None.
 
+    HF Trainer writes ``trainer_state.json`` last (after weights, optimizer, scheduler and RNG
+    state), so a checkpoint whose state file parses is complete. A process killed while saving
+    leaves a partial folder: it is removed here, so resuming falls back to the one before.
+    """
+    import re
+    import shutil
+
+    output = Path(output)
+    if not output.is_dir():
+        return None
+    numbered = [(int(m.group(1)), p) for p in output.iterdir()
+                if p.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", p.name))]
+    for _, folder in sorted(numbered, reverse=True):
+        try:
+            json.loads((folder / "trainer_state.json").read_text())
+            return str(folder)
+        except (FileNotFoundError, json.JSONDecodeError):
+            log.warning("%s: incomplete checkpoint (interrupted while saving); removing it", folder)
+            shutil.rmtree(folder, ignore_errors=True)
+    return None
+
+
+def _resume_checkpoint(config) -> str | None:
     if config.resume is False or config.resume is None:
         return None
     if isinstance(config.resume, str) and config.resume.lower() not in ("true", "last", "latest"):
@@ -380,9 +403,9 @@ def _resume_checkpoint(config) -> str | None:
             raise FileNotFoundError(f"{path}: no such checkpoint folder")
         return str(path)
     output = Path(config.output)
-    last = get_last_checkpoint(str(output)) if output.is_dir() else None
+    last = last_complete_checkpoint(output)
     if last is None:
-        raise FileNotFoundError(f"--resume: no checkpoint-* folder in {output}")
+        raise FileNotFoundError(f"--resume: no complete checkpoint-* folder in {output}")
     return last
 
 
