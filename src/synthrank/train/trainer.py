@@ -405,7 +405,7 @@ def _resume_checkpoint(config) -> str | None:
     output = Path(config.output)
     last = last_complete_checkpoint(output)
     if last is None:
-        raise FileNotFoundError(f"--resume: no complete checkpoint-* folder in {output}")
+        raise FileNotFoundError(f"--resume: no checkpoint in {output} (no complete checkpoint-* folder)")
     return last
 
 
