@@ -33,20 +33,18 @@ naming the recipe file and the field.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
-import tomllib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from synthrank.data.beir import Corpus, load_corpus, load_qrels, load_queries
+from synthrank.data.config_files import read_config_file, validate_config
 from synthrank.data.errors import DataFormatError, DatasetNotFoundError
 from synthrank.data.resolve import resolve_dataset
 
@@ -113,57 +111,18 @@ class Recipe(BaseModel):
     origin: Path | None = Field(None, exclude=True)
 
 
-def _format_location(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "<root>"
-
-
 def parse_recipe(data: dict, origin: str | Path = "<recipe>", base_dir: str | Path | None = None) -> Recipe:
     """Validate a recipe mapping; errors name ``origin`` and the offending field."""
-    try:
-        recipe = Recipe.model_validate(data)
-    except ValidationError as error:
-        first = error.errors()[0]
-        problems = "; ".join(f"{_format_location(e['loc'])}: {e['msg']}" for e in error.errors())
-        raise RecipeError(origin, None, _format_location(first["loc"]), problems) from None
+    recipe = validate_config(Recipe, data, origin, RecipeError)
     recipe.origin = Path(origin)
     recipe.base_dir = Path(base_dir) if base_dir is not None else Path(origin).parent
     return recipe
 
 
-def _toml_error_line(error: Exception) -> int | None:
-    line = getattr(error, "lineno", None)  # Python >= 3.14
-    if line is None:
-        match = re.search(r"at line (\d+)", str(error))
-        line = int(match.group(1)) if match else None
-    return line
-
-
 def load_recipe(path: str | Path) -> Recipe:
     """Read a recipe from TOML (``.toml``) or JSON (``.json``; other suffixes: tried as both)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: recipe file not found")
-    text = path.read_text(encoding="utf-8")
-    suffix = path.suffix.lower()
-    data = None
-    if suffix in (".toml", ""):
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as error:
-            if suffix == ".toml":
-                raise RecipeError(path, _toml_error_line(error), None, f"invalid TOML ({error})") from None
-    if data is None:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise RecipeError(path, error.lineno, None, f"invalid {'JSON' if suffix == '.json' else 'TOML/JSON'} "
-                                                        f"({error.msg})") from None
-    if not isinstance(data, dict):
-        raise RecipeError(path, None, None, "expected a table/object at the top level")
-    return parse_recipe(data, origin=path, base_dir=path.parent)
+    return parse_recipe(read_config_file(path, RecipeError, "recipe"), origin=path, base_dir=path.parent)
 
 
 # --------------------------------------------------------------------------------------------

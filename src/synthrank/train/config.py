@@ -6,13 +6,12 @@ mode, sampling) > the defaults below.
 
 from __future__ import annotations
 
-import json
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from synthrank.data.config_files import read_config_file, validate_config
 from synthrank.data.errors import DataFormatError
 from synthrank.models.bundled import DEFAULT_ENCODER
 
@@ -83,10 +82,6 @@ class TrainConfig(BaseModel):
         return self
 
 
-def _location(loc: tuple) -> str:
-    return ".".join(str(p) for p in loc) or "<root>"
-
-
 def load_train_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Read ``path`` (TOML or JSON; relative ``data``/``output`` resolve against its folder),
     apply ``overrides`` (entries that are ``None`` are ignored) and validate."""
@@ -95,13 +90,7 @@ def load_train_config(path: str | Path | None, overrides: dict[str, Any] | None 
     if path is not None:
         path = Path(path)
         origin = str(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: config file not found")
-        text = path.read_text(encoding="utf-8")
-        try:
-            data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
-        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
-            raise ConfigError(path, getattr(error, "lineno", None), None, f"cannot parse ({error})") from None
+        data = read_config_file(path, ConfigError, "config")
         if isinstance(data.get("train"), dict):  # allow a [train] table
             data = data["train"]
         for key in ("data", "output"):
@@ -111,9 +100,4 @@ def load_train_config(path: str | Path | None, overrides: dict[str, Any] | None 
     for key, value in (overrides or {}).items():
         if value is not None:
             data[key] = value
-    try:
-        return TrainConfig.model_validate(data)
-    except ValidationError as error:
-        first = error.errors()[0]
-        problems = "; ".join(f"{_location(e['loc'])}: {e['msg']}" for e in error.errors())
-        raise ConfigError(origin, None, _location(first["loc"]), problems) from None
+    return validate_config(TrainConfig, data, origin, ConfigError)
