@@ -67,6 +67,16 @@ def test_plan_order_and_dependencies(tmp_path):
     assert all(s.output.is_relative_to(tmp_path / "run") for s in stages)
 
 
+def test_relative_run_folder_gives_absolute_recipe_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = parse_experiment(config_dict(tmp_path, output="runs/rel"))
+    stages = {s.key: s for s in plan(config)}
+    assert all(s.output.is_absolute() for s in stages.values())
+    outputs = {key: s.output for key, s in stages.items()}
+    recipe = substitute(config.setting("ws2").recipe, outputs, None)
+    assert recipe["sources"][0]["dataset"] == str(tmp_path / "runs" / "rel" / "generate" / "gen")
+
+
 def test_second_run_does_no_work(tmp_path):
     config = parse_experiment(config_dict(tmp_path))
     first = FakeRunner(config)

@@ -44,7 +44,10 @@ def _loss_curve(train_dir: Path) -> list[tuple[int, float]]:
 def collect(run_dir: str | Path) -> RunRecords:
     run_dir = Path(run_dir)
     records = RunRecords()
-    for record_file in sorted(run_dir.glob("*/*/stage.json")):
+    pipeline_order = {"generate": 0, "mine": 1, "train": 2, "eval": 3}
+    files = sorted(run_dir.glob("*/*/stage.json"),
+                   key=lambda f: (pipeline_order.get(f.parent.parent.name, 9), f.parent.name))
+    for record_file in files:
         record = _read_json(record_file)
         if record is None:
             continue
@@ -140,7 +143,7 @@ def plot(records: RunRecords, folder: Path, measure: str = "nDCG@10") -> list[Pa
         for name, curve in sorted(records.loss_curves.items()):
             ax.plot([s for s, _ in curve], [v for _, v in curve], label=name, marker="o", markersize=3)
         ax.set_xlabel("step")
-        ax.set_ylabel("training loss (each setting in its own loss's units)")
+        ax.set_ylabel("loss (own units per setting)")
         ax.set_yscale("log")
         ax.legend(fontsize=8)
         ax.set_title("training loss")

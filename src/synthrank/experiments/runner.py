@@ -80,7 +80,8 @@ def _absolute(value: str, base_dir: Path | None) -> str:
 def plan(config: ExperimentConfig, only: str | None = None) -> list[Stage]:
     """All stages in execution order, with outputs and fingerprints; ``only`` keeps one setting
     (or ``base``) and the stages it needs."""
-    run_dir = config.run_dir()
+    # absolute, so upstream outputs written into recipes resolve wherever the recipe file lives
+    run_dir = config.run_dir().resolve()
     stages: dict[str, Stage] = {}
 
     def add(stage: Stage) -> Stage:
