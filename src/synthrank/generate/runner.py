@@ -226,6 +226,16 @@ class Generator:
         truncated = completion.finish_reason == "length"
         done: dict[ItemKey, tuple[str, int]] = {}
         rejected: dict[ItemKey, str] = {}
+
+        def accept_or_reject(key: ItemKey, text: str) -> None:
+            """Validate against the query's passages accepted so far (duplicates across levels)."""
+            problem = validator.check(text, query, accepted.get(job.qid, []), self.examples)
+            if problem:
+                rejected[key] = problem
+            else:
+                done[key] = (text, job.attempt)
+                accepted.setdefault(job.qid, []).append(text)
+
         if not completion.ok:
             rejected = {key: f"backend error: {completion.error}" for key in job.items}
         elif job.kind == "joint":
@@ -243,23 +253,13 @@ class Generator:
                     text = clean_passage(texts[k])
                     if truncated and grade == self._last_grade(found):
                         text = trim_to_sentence(text)
-                    problem = validator.check(text, query, accepted.get(job.qid, []), self.examples)
-                    if problem:
-                        rejected[key] = problem
-                    else:
-                        done[key] = (text, job.attempt)
-                        accepted.setdefault(job.qid, []).append(text)
+                    accept_or_reject(key, text)
         else:
             key = job.items[0]
             text = clean_passage(parse_single(completion.text))
             if truncated:
                 text = trim_to_sentence(text)
-            problem = validator.check(text, query, accepted.get(job.qid, []), self.examples)
-            if problem:
-                rejected[key] = problem
-            else:
-                done[key] = (text, job.attempt)
-                accepted.setdefault(job.qid, []).append(text)
+            accept_or_reject(key, text)
         failed: dict[ItemKey, tuple[str, int]] = {}
         remaining: list[ItemKey] = []
         for key, reason in rejected.items():

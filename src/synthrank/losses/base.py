@@ -41,6 +41,13 @@ __all__ = [
 _REGISTRY: dict[str, type["Loss"]] = {}
 
 
+def positive(name: str, value: float) -> float:
+    """A hyper-parameter that must be > 0 (temperatures), as float; ValueError otherwise."""
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    return float(value)
+
+
 class Loss(torch.nn.Module):
     """Base class of all ranking losses; subclasses register themselves by alias.
 

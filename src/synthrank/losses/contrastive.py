@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import Loss, check_inputs, own_block_mask, expand_labels, zero_loss
+from .base import Loss, positive, check_inputs, own_block_mask, expand_labels, zero_loss
 
 __all__ = ["InfoNCELoss"]
 
@@ -35,9 +35,7 @@ class InfoNCELoss(Loss, alias="infonce"):
 
     def __init__(self, temperature: float = 1.0, positive_threshold: float = 1) -> None:
         super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.temperature = float(temperature)
+        self.temperature = positive("temperature", temperature)
         self.positive_threshold = positive_threshold
 
     def forward(self, scores: Tensor, labels: Tensor) -> Tensor:

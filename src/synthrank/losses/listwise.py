@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import Loss, check_inputs, expand_labels, own_block_scores
+from .base import Loss, positive, check_inputs, expand_labels, own_block_scores
 
 __all__ = ["KLLoss", "EMDLoss", "grade_level_mass"]
 
@@ -30,13 +30,8 @@ class KLLoss(Loss, alias="kl"):
 
     def __init__(self, temperature: float = 1.0, label_temperature: float = 1.0) -> None:
         super().__init__()
-        if temperature <= 0 or label_temperature <= 0:
-            raise ValueError(
-                f"temperatures must be > 0, got temperature={temperature}, "
-                f"label_temperature={label_temperature}"
-            )
-        self.temperature = float(temperature)
-        self.label_temperature = float(label_temperature)
+        self.temperature = positive("temperature", temperature)
+        self.label_temperature = positive("label_temperature", label_temperature)
 
     def forward(self, scores: Tensor, labels: Tensor) -> Tensor:
         _, _, c = check_inputs(scores, labels)
@@ -83,11 +78,9 @@ class EMDLoss(Loss, alias="emd"):
 
     def __init__(self, temperature: float = 1.0, num_levels: int | None = None) -> None:
         super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.temperature = positive("temperature", temperature)
         if num_levels is not None and num_levels < 1:
             raise ValueError(f"num_levels must be >= 1 or None, got {num_levels}")
-        self.temperature = float(temperature)
         self.num_levels = num_levels
 
     def forward(self, scores: Tensor, labels: Tensor) -> Tensor:

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 from torch.nn.functional import softplus
 
-from .base import Loss, check_inputs, expand_labels, own_block_scores, zero_loss
+from .base import Loss, positive, check_inputs, expand_labels, own_block_scores, zero_loss
 
 __all__ = ["RankNetLoss", "LambdaLoss", "MarginMSELoss", "candidate_pairs"]
 
@@ -41,7 +41,16 @@ def _pair_logistic(own_scores: Tensor, cand_scores: Tensor, temperature: float) 
     return softplus(-diff / temperature)
 
 
-class RankNetLoss(Loss, alias="ranknet"):
+class _PairwiseLoss(Loss):
+    """Shared hyper-parameters of the pairwise losses (not registered: no alias)."""
+
+    def __init__(self, temperature: float = 1.0, in_batch: bool = True) -> None:
+        super().__init__()
+        self.temperature = positive("temperature", temperature)
+        self.in_batch = bool(in_batch)
+
+
+class RankNetLoss(_PairwiseLoss, alias="ranknet"):
     """RankNet pairwise logistic loss.
 
     Over the set Pairs of all (query q, own passage i, candidate j) with
@@ -62,13 +71,6 @@ class RankNetLoss(Loss, alias="ranknet"):
         in_batch: also pair own passages with other queries' passages (default True).
     """
 
-    def __init__(self, temperature: float = 1.0, in_batch: bool = True) -> None:
-        super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.temperature = float(temperature)
-        self.in_batch = bool(in_batch)
-
     def forward(self, scores: Tensor, labels: Tensor) -> Tensor:
         cand_scores, _, own_scores, pair_mask = candidate_pairs(scores, labels, self.in_batch)
         if not bool(pair_mask.any()):
@@ -84,7 +86,7 @@ def _ranks(scores: Tensor) -> Tensor:
     return torch.empty_like(order).scatter_(-1, order, positions)
 
 
-class LambdaLoss(Loss, alias="lambdaloss"):
+class LambdaLoss(_PairwiseLoss, alias="lambdaloss"):
     """LambdaRank-weighted pairwise logistic loss (|Delta NDCG| weights).
 
     Per query q with candidate list K (own group, plus other queries' passages
@@ -107,13 +109,6 @@ class LambdaLoss(Loss, alias="lambdaloss"):
         in_batch: rank own passages among the in-batch passages too (grade 0;
             default True, matching ``ranknet``).
     """
-
-    def __init__(self, temperature: float = 1.0, in_batch: bool = True) -> None:
-        super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.temperature = float(temperature)
-        self.in_batch = bool(in_batch)
 
     def forward(self, scores: Tensor, labels: Tensor) -> Tensor:
         cand_scores, cand_labels, own_scores, pair_mask = candidate_pairs(

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from .base import Loss, check_inputs, expand_labels
+from .base import Loss, positive, check_inputs, expand_labels
 
 __all__ = ["WS2Loss", "gaussian_w2_squared"]
 
@@ -74,9 +74,7 @@ class WS2Loss(Loss, alias="ws2"):
 
     def __init__(self, temperature: float = 1.0) -> None:
         super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.temperature = float(temperature)
+        self.temperature = positive("temperature", temperature)
 
     def forward(self, scores: Tensor, labels: Tensor) -> Tensor:
         q, _, c = check_inputs(scores, labels)
