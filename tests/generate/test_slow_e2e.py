@@ -101,7 +101,7 @@ def test_sigkill_midway_then_rerun_does_every_item_exactly_once(tmp_path):
     assert len(ds.corpus) == counts["passages"] and counts["passages"] + counts["failed"] == 12
     assert counts["missing"] == 0 and manifest["sessions"] == 2
     assert all(f["reason"] for f in manifest["failures"])
-    assert manifest["model"] == "SmolLM2-135M-Instruct-Q4_1" and manifest["backend"] == "llama-cpp"
+    assert manifest["model"] == "SmolLM2-135M-Instruct-Q4_1-as-Q8_0" and manifest["backend"] == "llama-cpp"
     assert all(30 <= len(t.split()) <= 200 for t in ds.corpus.texts)
 
 

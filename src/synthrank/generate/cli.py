@@ -20,9 +20,9 @@ def _fail(message: str) -> None:
     raise typer.Exit(code=2)
 
 
-def _backend_options(base_url, api_key_env, timeout, threads, max_retries, device, dtype) -> dict:
+def _backend_options(base_url, api_key_env, timeout, threads, max_retries, device, dtype, quantize=None) -> dict:
     return {"base_url": base_url, "api_key_env": api_key_env, "timeout": timeout, "threads": threads,
-            "max_retries": max_retries, "device": device, "dtype": dtype}
+            "max_retries": max_retries, "device": device, "dtype": dtype, "quantize": quantize}
 
 
 def generate_command(
@@ -40,7 +40,8 @@ def generate_command(
     split: Annotated[Optional[str], typer.Option("--split", help="With a BEIR folder: only queries judged in this split")] = None,
     concurrency: Annotated[Optional[int], typer.Option("--concurrency", help="Requests in flight / sequences per batch")] = None,
     shard: Annotated[Optional[str], typer.Option("--shard", help="i/n: this machine's share of the queries (0 <= i < n)")] = None,
-    mode: Annotated[str, typer.Option("--mode", help="joint (all levels in one JSON answer, per-level fallback) or per-level")] = "joint",
+    mode: Annotated[str, typer.Option("--mode", help="joint (all levels in one JSON answer, per-level fallback), "
+                                                    "per-level, or auto (per-level for the bundled model, else joint)")] = "auto",
     system_prompt: Annotated[Optional[Path], typer.Option("--system-prompt", help="Template file overriding the system prompt")] = None,
     joint_prompt: Annotated[Optional[Path], typer.Option("--joint-prompt", help="Template file overriding the joint prompt")] = None,
     level_prompt: Annotated[Optional[Path], typer.Option("--level-prompt", help="Template file overriding the per-level prompt")] = None,
@@ -58,6 +59,8 @@ def generate_command(
     timeout: Annotated[Optional[float], typer.Option("--timeout", help="openai: seconds per request")] = None,
     max_retries: Annotated[Optional[int], typer.Option("--max-retries", help="openai: retries on 429/5xx/timeouts")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", help="llama-cpp: CPU threads")] = None,
+    quantize: Annotated[Optional[str], typer.Option("--quantize", help="llama-cpp: re-encode the GGUF once (cached): "
+                                                    "auto (Q8_0 for the bundled model), none, q8_0, f16, q4_0")] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="transformers: cpu, cuda, ...")] = None,
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="transformers/vllm: float32, bfloat16, ...")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar")] = False,
@@ -74,7 +77,8 @@ def generate_command(
             level_prompt=level_prompt, few_shot=False if no_few_shot else (few_shot or True),
             temperature=temperature, top_p=top_p, max_tokens_per_passage=max_tokens, min_words=min_words,
             max_words=max_words, max_attempts=max_attempts, retry_failed=retry_failed, progress=not quiet,
-            backend_options=_backend_options(base_url, api_key_env, timeout, threads, max_retries, device, dtype),
+            backend_options=_backend_options(base_url, api_key_env, timeout, threads, max_retries, device, dtype,
+                                             quantize),
         )
     except (DataFormatError, FileNotFoundError, ValueError, KeyError, ImportError, RuntimeError) as error:
         _fail(str(error).strip("'\""))

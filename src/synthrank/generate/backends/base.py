@@ -43,6 +43,7 @@ class Completion:
 
 class Backend(ABC):
     name: str = "base"
+    bundled: bool = False  # serving the bundled SmolLM2 (no model named)
 
     def __init__(self, model: str, concurrency: int = 1):
         self.model = model

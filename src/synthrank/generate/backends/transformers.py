@@ -27,6 +27,7 @@ class TransformersBackend(Backend):
             raise ImportError("the transformers backend needs torch and transformers") from error
         path = Path(model) if model else bundled_generator_path()
         super().__init__(str(path) if model is None or path.exists() else model, concurrency)
+        self.bundled = model is None
         self.model_name = BUNDLED_NAME if model is None else (path.stem if path.suffix == ".gguf" else model)
         if threads:
             torch.set_num_threads(threads)
