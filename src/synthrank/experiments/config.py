@@ -115,7 +115,7 @@ class Estimates(BaseModel):
     """Throughputs used by ``--dry-run`` to estimate cost; measured on the 2-core CPU by default."""
 
     model_config = ConfigDict(extra="forbid")
-    generate_passages_per_s: float = 0.5
+    generate_passages_per_s: float = 1.5  # bundled SmolLM2, 16 sequences (benchmarks/generate_speed.py: ~1.9)
     train_seconds_per_step: float = 6.0
     encode_passages_per_s: float = 60.0
     bm25_passages_per_s: float = 5000.0
