@@ -177,6 +177,9 @@ def test_report_from_run_folder(tmp_path):
     text = (out / "report.md").read_text()
     assert "| base (untrained) | 0.5000 | 0.4000 | 0.5000 | 0.4000 |" in text
     assert "**0.6000**" in text and "scifact/test nDCG@10" in text
+    settings = text.split("## Settings", 1)[1].split("## Stages", 1)[0]
+    assert "| ws2 | ws2 | 1 |" in settings and "| real | infonce |" in settings
+    assert "| total | |" in text.split("## Stages", 1)[1]
     manifest = json.loads((out / "manifest.json").read_text())
     assert len(manifest["numbers"]) == 6 and manifest["config"]["name"] == "t"
     assert all(n["stage_fingerprint"] for n in manifest["numbers"])

@@ -102,11 +102,32 @@ def results_table(records: RunRecords, measures: tuple[str, ...] = ("nDCG@10", "
 
 def stage_table(records: RunRecords) -> str:
     lines = ["| stage | status | wall time (s) |", "|---|---|---|"]
+    total = 0.0
     for record in records.stages:
         status = record.get("status", "?")
         if status == "failed":
             status = f"failed: {record.get('error', '')}"
+        total += record.get("seconds", 0) or 0
         lines.append(f"| {record['stage']} | {status} | {record.get('seconds', 0):.1f} |")
+    lines.append(f"| total | | {total:.1f} ({total / 60:.0f} min) |")
+    return "\n".join(lines)
+
+
+def settings_table(records: RunRecords, config: dict) -> str:
+    """What each trained model is: loss, temperature, group size, steps, first-step and mean loss."""
+    descriptions = {s.get("name"): s.get("description", "") for s in config.get("settings", [])}
+    lines = ["| setting | loss | τ | group | steps | first-step loss → mean loss | description |", "|---|---|---|---|---|---|---|"]
+    for record in records.stages:
+        kind, name = record["stage"].split("/", 1)
+        if kind != "train":
+            continue
+        spec, details = record.get("spec", {}), record.get("details") or {}
+        train = spec.get("train", {})
+        first, last = details.get("first_loss"), details.get("train_loss")
+        losses = f"{first:.4f} → {last:.4f}" if first is not None and last is not None else "—"
+        lines.append(f"| {name} | {spec.get('loss', '?')} | {train.get('temperature', 1.0):g} | "
+                     f"{spec.get('recipe', {}).get('group_size', '?')} | {details.get('global_step', '—')} | "
+                     f"{losses} | {descriptions.get(name, '')} |")
     return "\n".join(lines)
 
 
@@ -224,6 +245,8 @@ def write_report(run_dir: str | Path, output: str | Path | None = None) -> Path:
         lines += [config["description"], ""]
     lines += ["## Results", "", results_table(records), ""]
     lines += [f"![{p.stem}](plots/{p.name})" for p in plots] + [""]
+    if any(r["stage"].startswith("train/") for r in records.stages):
+        lines += ["## Settings", "", settings_table(records, config), ""]
     lines += ["## Stages", "", stage_table(records), ""]
     lines += ["Every number above is traced in `manifest.json` to its stage, inputs, data hashes and code version.", ""]
     with atomic_write(out / "report.md") as handle:
