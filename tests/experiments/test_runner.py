@@ -123,6 +123,31 @@ def test_interrupted_stage_resumes(tmp_path):
     assert record["status"] == "done" and record["seconds"] >= 3.0  # time before the crash still counts
 
 
+def test_time_of_a_killed_stage_is_kept_for_its_resume(tmp_path):
+    """The heartbeat rewrites a running stage's record, so a SIGKILL loses at most one interval."""
+    import time
+
+    class Killed(BaseException):  # like SIGKILL: no `except Exception` sees it
+        pass
+
+    class SlowThenKilled(FakeRunner):
+        heartbeat_interval = 0.05
+
+        def _run_mine(self, stage, outputs):
+            time.sleep(0.3)
+            raise Killed
+
+    config = parse_experiment(config_dict(tmp_path))
+    with pytest.raises(Killed):
+        SlowThenKilled(config).run()
+    stage = next(s for s in plan(config) if s.key == "mine/neg")
+    record = json.loads(stage.record_path.read_text())
+    assert record["status"] == "running" and 0.2 <= record["seconds"] <= 0.35
+    FakeRunner(config).run()
+    record = json.loads(stage.record_path.read_text())
+    assert record["status"] == "done" and record["seconds"] >= 0.2
+
+
 def test_only_one_setting(tmp_path):
     keys = [s.key for s in plan(parse_experiment(config_dict(tmp_path)), only="real")]
     assert keys == ["mine/neg", "train/real", "eval/real@scifact-test", "eval/real@trec-dl-2019-test"]

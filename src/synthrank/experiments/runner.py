@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import shutil
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -206,7 +207,36 @@ def substitute(recipe: dict, outputs: dict[str, Path], base_dir: Path | None) ->
     return recipe
 
 
+class _Heartbeat:
+    """Rewrites a running stage's record every ``interval`` seconds with the time spent so far,
+    so that a stage killed mid-way still counts that time when it resumes."""
+
+    def __init__(self, stage: Stage, previous: float, started: str, interval: float = 30.0):
+        self.stage, self.previous, self.started, self.interval = stage, previous, started, interval
+        self.start = time.perf_counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat:{stage.key}", daemon=True)
+
+    def elapsed(self) -> float:
+        return self.previous + time.perf_counter() - self.start
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            _write_record(self.stage, status="running", started=self.started, seconds=round(self.elapsed(), 2))
+
+    def __enter__(self) -> "_Heartbeat":
+        _write_record(self.stage, status="running", started=self.started, seconds=self.previous)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 class Runner:
+    heartbeat_interval = 30.0
+
     def __init__(self, config: ExperimentConfig, show_progress: bool = True,
                  echo: Callable[[str], None] = print):
         self.config = config
@@ -237,19 +267,19 @@ class Runner:
             verb = "resume" if status == "resume" else "run"
             self.echo(f"[{verb}] {stage.key}")
             previous = (stage.record() or {}).get("seconds", 0.0) if status == "resume" else 0.0
-            _write_record(stage, status="running", started=time.strftime("%Y-%m-%dT%H:%M:%S"), seconds=previous)
-            start = time.perf_counter()
+            heartbeat = _Heartbeat(stage, previous, time.strftime("%Y-%m-%dT%H:%M:%S"), self.heartbeat_interval)
             try:
-                details = getattr(self, f"_run_{stage.kind}")(stage, outputs)
+                with heartbeat:
+                    details = getattr(self, f"_run_{stage.kind}")(stage, outputs)
             except Exception as error:  # a failed stage is recorded; independent stages go on
-                seconds = previous + time.perf_counter() - start
+                seconds = heartbeat.elapsed()
                 reason = f"{type(error).__name__}: {error}"
                 (stage.output / "error.log").write_text(traceback.format_exc())
                 _write_record(stage, status="failed", error=reason, seconds=round(seconds, 2))
                 outcomes[stage.key] = StageOutcome(stage, "failed", seconds, reason)
                 self.echo(f"[fail] {stage.key}: {reason} (details in {stage.output / 'error.log'})")
                 continue
-            seconds = previous + time.perf_counter() - start
+            seconds = heartbeat.elapsed()
             _write_record(stage, status="done", finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
                           seconds=round(seconds, 2), details=details)
             outcomes[stage.key] = StageOutcome(stage, "done", seconds)
