@@ -208,5 +208,6 @@ def test_report_from_run_folder(tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert len(manifest["numbers"]) == 6 and manifest["config"]["name"] == "t"
     assert all(n["stage_fingerprint"] for n in manifest["numbers"])
+    assert all(n["code"]["synthrank"] and "git_commit" in n["code"] for n in manifest["numbers"])
     pngs = sorted(p.name for p in (out / "plots").glob("*.png"))
     assert pngs == ["nDCG_at_10_scifact_test.png", "nDCG_at_10_trec-dl-2019_test.png"]

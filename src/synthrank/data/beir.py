@@ -233,6 +233,12 @@ def load_beir(folder: str | Path, split: str = "test", with_corpus: bool = True)
     return BeirDataset(folder, split, corpus, queries, qrels, report)
 
 
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
 @contextmanager
 def atomic_write(path: str | Path, mode: str = "w"):
     """Write to a temporary file beside ``path`` and rename it into place on success."""
@@ -242,6 +248,7 @@ def atomic_write(path: str | Path, mode: str = "w"):
     try:
         with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as handle:
             yield handle
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

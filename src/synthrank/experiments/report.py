@@ -12,6 +12,7 @@ from pathlib import Path
 
 from synthrank import __version__
 from synthrank.data.beir import atomic_write
+from synthrank.experiments.provenance import code_version
 
 BASE = "base"
 
@@ -42,11 +43,22 @@ def _loss_curve(train_dir: Path) -> list[tuple[int, float]]:
 
 
 def collect(run_dir: str | Path) -> RunRecords:
+    """Every stage record, in pipeline order and, within a kind, in the config's order."""
     run_dir = Path(run_dir)
     records = RunRecords()
     pipeline_order = {"generate": 0, "mine": 1, "train": 2, "eval": 3}
-    files = sorted(run_dir.glob("*/*/stage.json"),
-                   key=lambda f: (pipeline_order.get(f.parent.parent.name, 9), f.parent.name))
+    config = _read_json(run_dir / "experiment.json") or {}
+    declared = {kind: [entry.get("name") for entry in config.get(kind, [])] for kind in ("generate", "mine")}
+    declared["train"] = [BASE] + [s.get("name") for s in config.get("settings", [])]
+    declared["eval"] = declared["train"]
+
+    def position(record_file: Path) -> tuple:
+        kind, name = record_file.parent.parent.name, record_file.parent.name
+        names = declared.get(kind, [])
+        key = name.split("@", 1)[0] if kind == "eval" else name
+        return (pipeline_order.get(kind, 9), names.index(key) if key in names else len(names), name)
+
+    files = sorted(run_dir.glob("*/*/stage.json"), key=position)
     for record_file in files:
         record = _read_json(record_file)
         if record is None:
@@ -145,7 +157,8 @@ def plot(records: RunRecords, folder: Path, measure: str = "nDCG@10") -> list[Pa
         if value is not None:
             by_set.setdefault(_eval_label(record), []).append((record["spec"]["model"], value))
     for label, points in by_set.items():
-        points.sort(key=lambda p: (p[0] != BASE, p[0]))
+        order = {name: i for i, (name, _) in enumerate(points)}  # records come in config order
+        points.sort(key=lambda p: (p[0] != BASE, order[p[0]]))
         fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(points) + 1), 3.6))
         colors = ["#888888" if name == BASE else "#2b6cb0" for name, _ in points]
         bars = ax.bar([name for name, _ in points], [v for _, v in points], color=colors)
@@ -161,7 +174,7 @@ def plot(records: RunRecords, folder: Path, measure: str = "nDCG@10") -> list[Pa
         written.append(path)
     if records.loss_curves:
         fig, ax = plt.subplots(figsize=(6, 3.6))
-        for name, curve in sorted(records.loss_curves.items()):
+        for name, curve in records.loss_curves.items():
             ax.plot([s for s, _ in curve], [v for _, v in curve], label=name, marker="o", markersize=3)
         ax.set_xlabel("step")
         ax.set_ylabel("loss (own units per setting)")
@@ -187,18 +200,6 @@ def _sha256(path: Path) -> str | None:
         return None
 
 
-def _code_version() -> dict:
-    here = Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
-                                timeout=10).stdout.strip() or None
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                                    capture_output=True, text=True, timeout=10).stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        commit, dirty = None, None
-    return {"synthrank": __version__, "git_commit": commit, "git_dirty": dirty}
-
-
 def manifest(records: RunRecords, run_dir: Path) -> dict:
     """Each number with the stage that made it, that stage's fingerprint, inputs and data hashes."""
     numbers = []
@@ -219,12 +220,13 @@ def manifest(records: RunRecords, run_dir: Path) -> dict:
         numbers.append({"model": record["spec"]["model"], "eval_set": _eval_label(record),
                         "metrics": record["result"]["metrics"], "num_queries": record["result"]["num_queries"],
                         "stage_fingerprint": record["fingerprint"], "data_sha256": data_files,
-                        "model_path": record["result"]["model"]})
+                        "model_path": record["result"]["model"],
+                        "code": record.get("code", "not recorded (stage finished before synthrank recorded it)")})
     stages = [{"stage": r["stage"], "status": r.get("status"), "seconds": r.get("seconds"),
                "fingerprint": r.get("fingerprint"), "spec": r.get("spec"), "details": r.get("details"),
-               "error": r.get("error")} for r in records.stages]
+               "error": r.get("error"), "code": r.get("code")} for r in records.stages]
     config_file = run_dir / "experiment.json"
-    return {"run_dir": str(run_dir), "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "code": _code_version(),
+    return {"run_dir": str(run_dir), "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "report_code": code_version(),
             "config": _read_json(config_file), "config_sha256": _sha256(config_file),
             "numbers": numbers, "stages": stages}
 

@@ -26,6 +26,7 @@ from typing import Any
 from synthrank import __version__
 from synthrank.data.beir import atomic_write
 from synthrank.experiments.config import PLACEHOLDER, ExperimentConfig
+from synthrank.experiments.provenance import code_version
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +282,7 @@ class Runner:
                 continue
             seconds = heartbeat.elapsed()
             _write_record(stage, status="done", finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
-                          seconds=round(seconds, 2), details=details)
+                          seconds=round(seconds, 2), details=details, code=code_version())
             outcomes[stage.key] = StageOutcome(stage, "done", seconds)
         return list(outcomes.values())
 
