@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from synthrank.generate.levels import Level
@@ -34,25 +34,36 @@ def _strip_fences(text: str) -> str:
     return match.group(1) if match else text
 
 
+def _outside_strings(text: str, start: int = 0) -> Iterator[tuple[int, str]]:
+    """``(index, character)`` for each character of ``text[start:]`` outside JSON string
+    literals (quotes count as inside, escapes are honoured); then ``(len(text), "")`` when the
+    text ends inside an unterminated string."""
+    in_str = esc = False
+    for i in range(start, len(text)):
+        ch = text[i]
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        else:
+            yield i, ch
+    if in_str:
+        yield len(text), ""
+
+
 def _balanced_candidates(text: str) -> Iterable[str]:
     """Substrings from each ``{`` to its matching ``}``, string- and escape-aware; an
     unterminated object yields the rest of the text (repaired later)."""
     start = text.find("{")
     while start != -1:
-        depth, in_str, esc = 0, False, False
-        end = None
-        for i in range(start, len(text)):
-            ch = text[i]
-            if in_str:
-                if esc:
-                    esc = False
-                elif ch == "\\":
-                    esc = True
-                elif ch == '"':
-                    in_str = False
-            elif ch == '"':
-                in_str = True
-            elif ch == "{":
+        depth, end = 0, None
+        for i, ch in _outside_strings(text, start):
+            if ch == "{":
                 depth += 1
             elif ch == "}":
                 depth -= 1
@@ -66,22 +77,15 @@ def _balanced_candidates(text: str) -> Iterable[str]:
 def _close_partial(fragment: str) -> str:
     """Close an object cut off mid-way: end an open string, drop a dangling key, close brackets."""
     stack: list[str] = []
-    in_str = esc = False
-    for ch in fragment:
-        if in_str:
-            if esc:
-                esc = False
-            elif ch == "\\":
-                esc = True
-            elif ch == '"':
-                in_str = False
-        elif ch == '"':
-            in_str = True
+    open_string = False
+    for _, ch in _outside_strings(fragment):
+        if not ch:
+            open_string = True
         elif ch in "{[":
             stack.append("}" if ch == "{" else "]")
         elif ch in "}]" and stack:
             stack.pop()
-    out = fragment + ('"' if in_str else "")
+    out = fragment + ('"' if open_string else "")
     out = re.sub(r',\s*"[^"]*"\s*:?\s*$', "", out)  # a key with no value yet
     out = re.sub(r"[,:]\s*$", "", out)
     return out + "".join(reversed(stack))

@@ -258,9 +258,9 @@ class LlamaCppBackend(Backend):
                     if not free:
                         break
                     tokens = waiting[0][1]
-                    slot = max(free, key=lambda sl: _common_prefix(sl.decoded(), tokens))
-                    own = _common_prefix(slot.decoded(), tokens)
-                    donor, shared = self._best_donor(slots, slot, tokens)
+                    own, slot = max(((_common_prefix(sl.decoded(), tokens), sl) for sl in free),
+                                    key=lambda pair: pair[0])
+                    donor, shared = self._best_donor(slots, slot, own, tokens)
                     if donor is None and self.share_prefix and n and any(
                             _common_prefix(sl.cached, tokens) >= own + MIN_COPY_TOKENS for sl in slots):
                         break  # a prompt in this very step shares it: admit next step and copy its cells
@@ -338,12 +338,12 @@ class LlamaCppBackend(Backend):
                 if slot.request is not None:
                     self._release(slot, keep_cache=False)
 
-    def _best_donor(self, slots: list[_Slot], slot: _Slot, tokens: list[int]) -> tuple[_Slot | None, int]:
+    def _best_donor(self, slots: list[_Slot], slot: _Slot, own: int,
+                    tokens: list[int]) -> tuple[_Slot | None, int]:
         """The slot whose decoded cells share the longest prefix with ``tokens``, when copying
-        them saves at least MIN_COPY_TOKENS over what ``slot`` already holds."""
+        them saves at least MIN_COPY_TOKENS over the ``own`` tokens ``slot`` already holds."""
         if not self.share_prefix:
             return None, 0
-        own = _common_prefix(slot.decoded(), tokens)
         best, best_shared = None, own
         for other in slots:
             if other is slot:
