@@ -81,3 +81,19 @@ def test_consistency_filter_without_fidelity_file_names_the_field(tmp_path) -> N
     recipe = parse_recipe({"sources": [{"dataset": str(folder), "min_fidelity": 0.5}]})
     with pytest.raises(RecipeError, match=r"sources\[0\]\.min_fidelity.*fidelity.json"):
         build_pools(recipe)
+
+
+def test_fidelity_command_on_a_graded_folder(tiny_beir, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from synthrank.cli import app
+
+    output = tmp_path / "fid.json"
+    result = CliRunner().invoke(app, ["fidelity", "--dataset", str(tiny_beir), "--split", "test",
+                                      "--scorers", "bm25", "--output", str(output), "--quiet"])
+    assert result.exit_code == 0, result.output
+    # q1: d1 (grade 3, shares "domesticated felines purr") above d4 (grade 1, shares "felines")
+    assert "level fidelity (bm25): pairwise ordering accuracy 3>1 1.00" in result.output
+    assert json.loads(output.read_text())["bm25"]["per_query"] == {"q1": 1.0}
+    bad = CliRunner().invoke(app, ["fidelity", "--dataset", str(tiny_beir), "--split", "test", "--scorers", "tfidf"])
+    assert bad.exit_code == 2 and "unknown fidelity scorer(s) tfidf" in bad.output

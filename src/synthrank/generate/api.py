@@ -135,22 +135,47 @@ def generate(
 FIDELITY_SCORERS = ("bm25", "encoder")
 
 
-def add_fidelity(folder: str | Path, manifest: dict, scorers, encoder: str | None = None,
-                 progress: bool = False) -> dict:
-    """Score the exported levels with independent scorers (see :mod:`synthrank.generate.fidelity`),
-    write ``fidelity.json`` (with per-query accuracies, for the consistency filter of recipes) and
-    the summary into ``manifest.json``."""
-    from synthrank.data import atomic_write, load_beir
+def measure_fidelity(folder: str | Path, split: str = "train", scorers=("bm25", "encoder"),
+                     encoder: str | None = None, progress: bool = False) -> dict[str, dict]:
+    """Level fidelity of any graded BEIR folder and split (see :mod:`synthrank.generate.fidelity`)."""
+    from synthrank.data import load_beir
     from synthrank.generate.fidelity import bm25_scorer, encoder_scorer, level_fidelity
     from synthrank.models.bundled import DEFAULT_ENCODER
 
     unknown = sorted(set(scorers) - set(FIDELITY_SCORERS))
     if unknown:
         raise ValueError(f"unknown fidelity scorer(s) {', '.join(unknown)}; known: {', '.join(FIDELITY_SCORERS)}")
-    folder = Path(folder)
-    data = load_beir(folder, "train")
+    data = load_beir(folder, split)
     if not len(data.corpus):
+        return {}
+    build = {"bm25": lambda: bm25_scorer(data.corpus),
+             "encoder": lambda: encoder_scorer(data.corpus, encoder or DEFAULT_ENCODER, show_progress=progress)}
+    results = level_fidelity(data.queries, data.qrels, {name: build[name]() for name in scorers})
+    if "encoder" in results:
+        results["encoder"]["model"] = encoder or DEFAULT_ENCODER
+    return results
+
+
+def add_fidelity(folder: str | Path, manifest: dict, scorers, encoder: str | None = None,
+                 progress: bool = False) -> dict:
+    """Score the exported levels with independent scorers, write ``fidelity.json`` (with
+    per-query accuracies, for the consistency filter of recipes) and the summary into
+    ``manifest.json``."""
+    from synthrank.data import atomic_write
+
+    folder = Path(folder)
+    results = measure_fidelity(folder, "train", scorers, encoder, progress)
+    if not results:
         return manifest
+    with atomic_write(folder / "fidelity.json") as handle:
+        json.dump({"scorers": results}, handle, indent=1)
+        handle.write("\n")
+    manifest["fidelity"] = {name: {k: v for k, v in result.items() if k != "per_query"}
+                            for name, result in results.items()}
+    with atomic_write(folder / "manifest.json") as handle:
+        json.dump(manifest, handle, indent=2, ensure_ascii=False)
+        handle.write("\n")
+    return manifest
     model = encoder or DEFAULT_ENCODER
     build = {"bm25": lambda: bm25_scorer(data.corpus),
              "encoder": lambda: encoder_scorer(data.corpus, model, show_progress=progress)}

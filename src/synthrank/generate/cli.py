@@ -104,9 +104,41 @@ def generate_command(
     )
     if counts["failure_reasons"]:
         typer.echo("failure reasons: " + json.dumps(counts["failure_reasons"]))
-    for scorer, result in result.manifest.get("fidelity", {}).items():
-        pairs = ", ".join(f"{pair} {acc:.2f}" for pair, acc in result["pairs"].items() if acc is not None)
-        typer.echo(f"level fidelity ({scorer}): pairwise ordering accuracy {pairs}; mean {result['mean_accuracy']}")
+    for scorer, summary in result.manifest.get("fidelity", {}).items():
+        typer.echo(_fidelity_line(scorer, summary))
+
+
+def _fidelity_line(scorer: str, summary: dict) -> str:
+    pairs = ", ".join(f"{pair} {acc:.2f}" for pair, acc in summary["pairs"].items() if acc is not None)
+    means = ", ".join(f"L{g} {v:.3f}" for g, v in summary["mean_score"].items() if v is not None)
+    return (f"level fidelity ({scorer}): pairwise ordering accuracy {pairs}; mean {summary['mean_accuracy']} "
+            f"over {summary['queries']} queries; mean score {means}")
+
+
+def fidelity_command(
+    dataset: Annotated[str, typer.Option("--dataset", help="A graded BEIR folder (e.g. a generate output) or dataset name")],
+    split: Annotated[str, typer.Option("--split", help="Qrels split")] = "train",
+    scorers: Annotated[str, typer.Option("--scorers", help="Comma-separated: bm25, encoder")] = "bm25,encoder",
+    encoder: Annotated[Optional[str], typer.Option("--encoder", help="Model of the encoder scorer (default: the bundled one)")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", help="Write the results (with per-query accuracies) as JSON")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar")] = False,
+) -> None:
+    """How well independent scorers order a graded folder's levels (0.5 = chance): run it on a
+    generator's output before training, or on real graded qrels (TREC DL) for comparison."""
+    from synthrank.data import DataFormatError, resolve_dataset
+    from synthrank.generate.api import measure_fidelity
+
+    try:
+        folder = Path(dataset) if Path(dataset).is_dir() else resolve_dataset(dataset, download=False)
+        results = measure_fidelity(folder, split, [s.strip() for s in scorers.split(",") if s.strip()], encoder,
+                                   progress=not quiet)
+    except (DataFormatError, FileNotFoundError, ValueError) as error:
+        _fail(str(error))
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(results, indent=1) + "\n")
+    for scorer, summary in results.items():
+        typer.echo(_fidelity_line(scorer, summary))
 
 
 def merge_command(
