@@ -69,6 +69,7 @@ def generate(
     shard: str | None = None,
     mode: str = "auto",
     references: str | Path | None = None,
+    reference_words: int = 120,
     system_prompt: str | Path | None = None,
     joint_prompt: str | Path | None = None,
     level_prompt: str | Path | None = None,
@@ -117,7 +118,8 @@ def generate(
         config = GenerationConfig(levels=level_list, per_level=per_level,
                                   mode="grounded" if reference_map else resolve_mode(mode, engine),
                                   temperature=temperature, top_p=top_p, max_tokens_per_passage=max_tokens_per_passage,
-                                  min_words=min_words, max_words=max_words, max_attempts=max_attempts, seed=seed)
+                                  min_words=min_words, max_words=max_words, max_attempts=max_attempts, seed=seed,
+                                  reference_words=reference_words)
         generator = Generator(engine, prompts, config,
                               {qid: reference_map[qid] for qid in selected} if reference_map else None)
         summary = generator.run(selected, output, shard=shard, retry_failed=retry_failed, progress=progress)

@@ -48,6 +48,7 @@ def generate_command(
                                                       "or a JSONL of {query-id, corpus-id, title, text}; the model "
                                                       "writes the other levels relative to it")] = None,
     grounded_prompt: Annotated[Optional[Path], typer.Option("--grounded-prompt", help="Template file overriding the grounded prompt")] = None,
+    reference_words: Annotated[int, typer.Option("--reference-words", help="Grounded mode: words of the reference shown to the model")] = 120,
     system_prompt: Annotated[Optional[Path], typer.Option("--system-prompt", help="Template file overriding the system prompt")] = None,
     joint_prompt: Annotated[Optional[Path], typer.Option("--joint-prompt", help="Template file overriding the joint prompt")] = None,
     level_prompt: Annotated[Optional[Path], typer.Option("--level-prompt", help="Template file overriding the per-level prompt")] = None,
@@ -83,7 +84,7 @@ def generate_command(
         result = generate(
             queries, output, backend=backend, model=model, concurrency=concurrency, levels=levels,
             levels_file=levels_file, per_level=per_level, limit=limit, sample=sample, seed=seed, query_ids=query_ids,
-            split=split, shard=shard, mode=mode, references=references, system_prompt=system_prompt,
+            split=split, shard=shard, mode=mode, references=references, reference_words=reference_words, system_prompt=system_prompt,
             joint_prompt=joint_prompt, level_prompt=level_prompt, grounded_prompt=grounded_prompt, few_shot=False if no_few_shot else (few_shot or True),
             temperature=temperature, top_p=top_p, max_tokens_per_passage=max_tokens, min_words=min_words,
             max_words=max_words, max_attempts=max_attempts, retry_failed=retry_failed, progress=not quiet,

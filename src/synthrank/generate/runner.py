@@ -43,6 +43,7 @@ class GenerationConfig:
     target_words: str = "60 to 100"
     max_attempts: int = 4
     seed: int = 0
+    reference_words: int = 120  # grounded mode: words of the reference shown to the model
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -55,6 +56,8 @@ class GenerationConfig:
             raise ValueError("need 0 < min_words <= max_words")
         if not self.levels:
             raise ValueError("at least one level is needed")
+        if self.reference_words < 1:
+            raise ValueError("reference_words must be >= 1")
 
     @property
     def validator(self) -> Validator:
@@ -68,6 +71,7 @@ class GenerationConfig:
         params = asdict(self)
         params["levels"] = [lv.to_dict() for lv in self.levels]
         if self.mode != "grounded":  # the grounded guides play no part (and fingerprints stay as before)
+            params.pop("reference_words")
             for level in params["levels"]:
                 level.pop("grounded", None)
         return params
@@ -186,7 +190,7 @@ class Generator:
                                seed=_derive_seed(c.seed, job.qid, "joint", job.attempt))
         (qid, grade, k), = job.items
         if c.mode == "grounded":
-            messages = self.prompts.grounded_messages(query, self.references[qid].prompt_text(), c.level(grade), c.top_grade,
+            messages = self.prompts.grounded_messages(query, self.references[qid].prompt_text(c.reference_words), c.level(grade), c.top_grade,
                                                       c.target_words)
         else:
             messages = self.prompts.level_messages(query, c.level(grade), c.target_words, c.min_words, c.max_words)
