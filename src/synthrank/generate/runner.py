@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -20,7 +21,7 @@ from pathlib import Path
 from synthrank.generate.backends.base import Backend, ChatRequest, Completion
 from synthrank.generate.levels import Level
 from synthrank.generate.parsing import (
-    ParseError, Validator, clean_passage, parse_joint, parse_single, trim_to_sentence,
+    ParseError, Validator, clean_passage, parse_joint, parse_single, shingles, trim_to_sentence,
 )
 from synthrank.generate.progress import Progress
 from synthrank.generate.prompts import PromptSet
@@ -146,6 +147,14 @@ class RunSummary:
         return self.tokens_out / self.seconds if self.seconds else 0.0
 
 
+def prompt_shingles(prompts: PromptSet) -> frozenset[tuple[str, ...]]:
+    """Word 6-grams of the templates' fixed wording (placeholders removed): an answer that
+    contains one repeats the instructions instead of writing a passage."""
+    text = "\n".join(t for t in (prompts.system, prompts.joint, prompts.level, prompts.grounded) if t)
+    fixed = re.sub(r"\{\{[^}]*\}\}", "\n", text)
+    return frozenset(g for line in fixed.splitlines() for g in shingles(line))
+
+
 def references_digest(references: Mapping[str, Reference]) -> str:
     payload = json.dumps(sorted((qid, ref.doc_id, ref.text) for qid, ref in references.items()), ensure_ascii=False)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
@@ -169,6 +178,7 @@ class Generator:
             parameters["references"] = references_digest(self.references)
         self.fingerprint = fingerprint(backend.identity(), prompts.digest(), parameters)
         self.examples = [t for ex in prompts.few_shot for texts in ex.passages.values() for t in texts]
+        self.instructions = prompt_shingles(prompts)
 
     def run_config(self) -> dict:
         """What the store and the manifest record about the run (references: for the export)."""
@@ -280,7 +290,7 @@ class Generator:
 
         def accept_or_reject(key: ItemKey, text: str) -> None:
             """Validate against the query's passages accepted so far (duplicates across levels)."""
-            problem = validator.check(text, query, accepted.get(job.qid, []), self.examples)
+            problem = validator.check(text, query, accepted.get(job.qid, []), self.examples, self.instructions)
             if problem:
                 rejected[key] = problem
             else:
