@@ -19,6 +19,18 @@ class BM25Config:
     stemmer: str | None = "english"
     stopwords: str | None = "en"
 
+    def __post_init__(self) -> None:
+        if not self.k1 >= 0:
+            raise ValueError(f"BM25 k1 must be >= 0 (Anserini: 0.9), got {self.k1}")
+        if not 0 <= self.b <= 1:
+            raise ValueError(f"BM25 b must be between 0 and 1 (Anserini: 0.4), got {self.b}")
+        if self.stemmer:
+            import Stemmer
+
+            if self.stemmer not in Stemmer.algorithms():
+                raise ValueError(f"unknown BM25 stemmer {self.stemmer!r}; choose 'none' or one of: "
+                                 f"{', '.join(sorted(Stemmer.algorithms()))}")
+
 
 class BM25Retriever:
     """Sparse lexical retrieval over ``title + " " + text`` of each passage."""
@@ -45,6 +57,8 @@ class BM25Retriever:
     def index(self, corpus: Corpus, show_progress: bool = True) -> "BM25Retriever":
         import bm25s
 
+        if not len(corpus):
+            raise ValueError("BM25 needs at least one passage to index; the corpus is empty")
         tokens = self._tokenize(corpus.documents(), return_ids=True, show_progress=show_progress)
         self._model = bm25s.BM25(k1=self.config.k1, b=self.config.b, method=self.config.method)
         self._model.index(tokens, show_progress=show_progress)

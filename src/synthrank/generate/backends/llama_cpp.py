@@ -23,6 +23,7 @@ the default).
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import time
 from collections import deque
@@ -45,8 +46,20 @@ def _import_llama_cpp():
     return llama_cpp, llama_chat_format
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. a container's share)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
 def default_threads() -> int:
-    return max(1, min(os.cpu_count() or 1, 8))
+    """One core fewer than this process may use (at most 8): llama.cpp's threads meet at a barrier
+    after every operation, so a thread that shares its core with another busy process stalls
+    all of them. On 2 cores with one busy, 2 threads fell to a few tokens/s where 1 thread kept
+    its speed (benchmarks/thread_contention.py; README "Threads")."""
+    return max(1, min(available_cores() - 1, 8))
 
 
 QUANT_TYPES = {"q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0", "f16": "LLAMA_FTYPE_MOSTLY_F16", "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0"}
@@ -81,7 +94,15 @@ def requantize(source: Path, quant: str = "q8_0", cache: Path | None = None, thr
     params.ftype = getattr(llama_cpp, QUANT_TYPES[quant])
     params.allow_requantize = True
     params.nthread = threads or default_threads()
-    status = llama_cpp.llama_model_quantize(str(source).encode(), str(partial).encode(), ctypes.byref(params))
+    # llama.cpp logs every tensor it re-encodes (~300 lines); shown only with -v.
+    llama_logger = logging.getLogger("llama-cpp-python")
+    previous_level = llama_logger.level
+    if not logging.getLogger("synthrank").isEnabledFor(logging.INFO):
+        llama_logger.setLevel(logging.ERROR)
+    try:
+        status = llama_cpp.llama_model_quantize(str(source).encode(), str(partial).encode(), ctypes.byref(params))
+    finally:
+        llama_logger.setLevel(previous_level)
     if status != 0 or not partial.is_file():
         partial.unlink(missing_ok=True)
         raise RuntimeError(f"{source}: llama.cpp could not re-encode the model to {quant} (status {status})")
