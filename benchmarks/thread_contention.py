@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from generate_speed import build_requests  # noqa: E402
 
 from synthrank.generate.backends.base import ChatRequest  # noqa: E402
-from synthrank.generate.backends.llama_cpp import LlamaCppBackend, default_threads  # noqa: E402
+from synthrank.generate.backends.llama_cpp import LlamaCppBackend, available_cores  # noqa: E402
 
 
 def measure(threads: int, busy: bool, requests: list[ChatRequest], seconds: float, concurrency: int) -> dict:
@@ -63,7 +63,8 @@ def measure(threads: int, busy: bool, requests: list[ChatRequest], seconds: floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--threads", type=int, nargs="+", default=[os.cpu_count() or 2, default_threads()])
+    cores = available_cores()
+    parser.add_argument("--threads", type=int, nargs="+", default=[cores, max(1, cores - 1)])
     parser.add_argument("--seconds", type=float, default=45.0, help="time budget per setting")
     parser.add_argument("--requests", type=int, default=96)
     parser.add_argument("--concurrency", type=int, default=16)

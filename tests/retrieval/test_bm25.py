@@ -44,3 +44,11 @@ def test_bad_settings_are_refused_up_front(options, problem):
 def test_an_empty_corpus_is_refused_with_a_message():
     with pytest.raises(ValueError, match="the corpus is empty"):
         BM25Retriever().index(Corpus(), show_progress=False)
+
+
+def test_bm25s_debug_lines_stay_hidden_without_verbose(tiny_beir, caplog):
+    import logging
+
+    caplog.set_level(logging.WARNING)
+    BM25Retriever().index(load_beir(tiny_beir, "test").corpus, show_progress=False)
+    assert [r for r in caplog.records if r.name.startswith("bm25s") and r.levelno < logging.WARNING] == []

@@ -86,7 +86,7 @@ def stage_option_problems(config: ExperimentConfig) -> list[tuple[str, str]]:
 def check_stage_options(config: ExperimentConfig) -> None:
     """Raise :class:`ExperimentConfigError` naming the config file and the first bad field, and
     listing every problem found."""
-    problems = stage_option_problems(config)
+    problems = list(dict.fromkeys(stage_option_problems(config)))  # a [train] problem shows once, not per setting
     if problems:
         field, problem = problems[0]
         if len(problems) > 1:

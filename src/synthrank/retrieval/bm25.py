@@ -3,12 +3,23 @@ stemming via Snowball, English stop words) so scores are comparable to published
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 
 from synthrank.data.beir import Corpus
 from synthrank.data.trec import Run
+
+
+def _import_bm25s():
+    """bm25s sets its logger to DEBUG when imported (it logs each index build); bring it back to
+    synthrank's verbosity, so its lines show only with -v."""
+    import bm25s
+
+    verbose = logging.getLogger("synthrank").isEnabledFor(logging.INFO)
+    logging.getLogger("bm25s").setLevel(logging.INFO if verbose else logging.WARNING)
+    return bm25s
 
 
 @dataclass(frozen=True)
@@ -49,13 +60,13 @@ class BM25Retriever:
         return Stemmer.Stemmer(self.config.stemmer).stemWords
 
     def _tokenize(self, texts: list[str], return_ids: bool, show_progress: bool):
-        import bm25s
+        bm25s = _import_bm25s()
 
         return bm25s.tokenize(texts, stopwords=self.config.stopwords or [], stemmer=self._stemmer(),
                               return_ids=return_ids, show_progress=show_progress)
 
     def index(self, corpus: Corpus, show_progress: bool = True) -> "BM25Retriever":
-        import bm25s
+        bm25s = _import_bm25s()
 
         if not len(corpus):
             raise ValueError("BM25 needs at least one passage to index; the corpus is empty")
