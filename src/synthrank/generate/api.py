@@ -85,11 +85,11 @@ def check_export_target(output: str | Path, fingerprint: str, run_config: dict) 
         passages = (manifest.get("counts") or {}).get("passages")
         raise ExportConflictError(
             f"{output} holds the export of another generation configuration ({passages} passages); "
-            f"what differs: {'; '.join(differences)}. {hint.capitalize()}")
+            f"what differs: {'; '.join(differences)}. {hint[0].upper() + hint[1:]}")
     foreign = [name for name in ("corpus.jsonl", "queries.jsonl", "qrels") if (output / name).exists()]
     if foreign:
         raise ExportConflictError(f"{output} holds {', '.join(foreign)} but no manifest.json: not a synthrank "
-                                  f"generate output, and the export would replace them. {hint.capitalize()}")
+                                  f"generate output, and the export would replace them. {hint[0].upper() + hint[1:]}")
 
 
 def check_success(result: GenerateResult, min_success: float) -> None:
