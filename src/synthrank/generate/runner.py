@@ -115,6 +115,10 @@ def _derive_seed(seed: int, *parts: object) -> int:
     return int.from_bytes(digest[:4], "big") % (2**31 - 1)
 
 
+class FatalBackendError(RuntimeError):
+    """The backend answered with an error that no retry can fix (bad key, unknown model)."""
+
+
 @dataclass
 class _Job:
     kind: str  # "joint" | "level"
@@ -251,8 +255,17 @@ class Generator:
                     # few-shot turns): sent together, backends with a prompt cache reuse it.
                     chunk.sort(key=lambda job: (job.kind != "joint", -job.items[0][1]))
                     requests = [self._request(job, queries[job.qid]) for job in chunk]
+                    fatal = None
                     for index, completion in self.backend.generate(requests):
                         job = chunk[index]
+                        if completion.fatal:
+                            # Items stay pending (not failed): once the key or model is fixed,
+                            # the next run generates them without --retry-failed.
+                            store.commit(self.fingerprint, RequestRecord(
+                                job.qid, job.kind, job.items, 0, 0, completion.seconds, completion.error, None), {}, {})
+                            summary.requests += 1
+                            fatal = completion
+                            break
                         done, failed, retry = self._handle(job, queries[job.qid], completion, accepted, reasons)
                         store.commit(self.fingerprint, RequestRecord(
                             job.qid, job.kind, job.items, completion.tokens_in, completion.tokens_out,
@@ -268,6 +281,11 @@ class Generator:
                             summary.reasons[last] = summary.reasons.get(last, 0) + 1
                         summary.seconds = time.perf_counter() - started
                         bar.update(len(done), len(failed), completion.tokens_out)
+                    if fatal is not None:
+                        raise FatalBackendError(
+                            f"{self.backend.name} backend: {fatal.error}\nstopped at once: retrying cannot fix this "
+                            f"error (check the API key, --base-url and --model); {summary.done} passages were "
+                            f"written this run, the others are left for the next one")
             finally:
                 summary.seconds = time.perf_counter() - started
                 bar.close()
