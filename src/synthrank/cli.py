@@ -74,6 +74,10 @@ def eval_command(
         )
     except (DataFormatError, DatasetNotFoundError, FileNotFoundError, ValueError) as error:
         _fail(str(error))
+    from synthrank.evaluate.sharded import is_main_process
+
+    if not is_main_process():  # under torchrun rank 0 prints and writes the merged result
+        return
     _print_result(result)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -127,7 +131,7 @@ def _run_experiment(experiment, only, dry_run, report, quiet) -> None:
     except ValueError as error:
         _fail(str(error))
     typer.echo(f"run folder: {experiment.run_dir()}")
-    typer.echo(format_plan(stages))
+    typer.echo(format_plan(stages, experiment.estimates))
     if dry_run:
         return
     outcomes = Runner(experiment, show_progress=not quiet, echo=typer.echo).run(only)
