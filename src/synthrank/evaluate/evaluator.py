@@ -11,7 +11,7 @@ from pathlib import Path
 from synthrank.data import load_beir, resolve_dataset, write_run
 from synthrank.data.trec import Run
 from synthrank.evaluate.metrics import DEFAULT_MEASURES, compute_metrics, parse_measures, retrieval_depth
-from synthrank.evaluate.sharded import distributed_world, is_main_process
+from synthrank.evaluate.sharded import chunking_requested, distributed_world, is_main_process
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def _dense_run(model, data, query_ids, depth, watch, options, use_cache, show_pr
     from synthrank.retrieval.cache import EmbeddingCache
     from synthrank.retrieval.exact import search_run
 
-    if distributed_world()[1] > 1:  # started by torchrun: each rank encodes its share of the corpus
+    if distributed_world()[1] > 1 or chunking_requested():  # torchrun, or a corpus too big for memory
         from synthrank.evaluate.sharded import sharded_dense_run
         return sharded_dense_run(model, data, query_ids, depth, watch, options, use_cache, show_progress)
     with watch.stage("load_model"):

@@ -7,9 +7,12 @@ chunk, keyed like every other entry by the encoder fingerprint and the chunk's c
 or 8 processes share entries and a crash loses at most one chunk), scores them against every
 query and folds them into a running top-k. Memory is bounded by a chunk, not by the corpus.
 The ranks then exchange their top-k (``all_gather``) and every rank merges them; ties are broken
-by passage position, so the run does not depend on how the corpus was split.
+by passage position. A chunk is always encoded and scored alike, so for a given chunk size the
+run does not depend on the number of processes (bit for bit); against the one-process path that
+encodes the whole corpus at once, scores differ in the last float bits (other batch shapes).
 
-``synthrank eval`` takes this path by itself when started by torchrun (``WORLD_SIZE`` > 1)::
+``synthrank eval`` takes this path by itself when started by torchrun (``WORLD_SIZE`` > 1), and
+in one process when ``$SYNTHRANK_EVAL_CHUNK_SIZE`` is set::
 
     torchrun --nproc_per_node 4 -m synthrank eval --model runs/x/model --dataset msmarco --split dev
 """
@@ -29,6 +32,12 @@ DEFAULT_CHUNK_SIZE = 65_536
 def distributed_world() -> tuple[int, int]:
     """``(rank, world size)`` of a torchrun launch; ``(0, 1)`` outside one."""
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def chunking_requested() -> bool:
+    """``$SYNTHRANK_EVAL_CHUNK_SIZE`` set: one process takes the chunked path too (bounded memory,
+    and the very same vectors and run as any number of torchrun processes with that chunk size)."""
+    return bool(os.environ.get("SYNTHRANK_EVAL_CHUNK_SIZE"))
 
 
 def is_main_process() -> bool:
@@ -134,7 +143,8 @@ def sharded_dense_run(model: str, data, query_ids: list[str], depth: int, watch,
     if chunk_size < 1:
         raise ValueError(f"SYNTHRANK_EVAL_CHUNK_SIZE must be >= 1, got {chunk_size}")
     rank, world = distributed_world()
-    init_process_group()
+    if world > 1:
+        init_process_group()
     if torch.cuda.is_available() and not options.get("device"):
         options = {**options, "device": f"cuda:{torch.cuda.current_device()}"}
     with watch.stage("load_model"):
@@ -152,8 +162,12 @@ def sharded_dense_run(model: str, data, query_ids: list[str], depth: int, watch,
         scores, indices, hit = search_chunks(encode, data.corpus, query_vectors, k, chunks,
                                              EmbeddingCache() if use_cache else None,
                                              encoder.fingerprint() if use_cache else None)
-    with watch.stage("merge"):
-        scores, indices = gather_top_k(scores, indices, min(k, len(data.corpus)))
+    k = min(k, len(data.corpus))
+    if world > 1:
+        with watch.stage("merge"):
+            scores, indices = gather_top_k(scores, indices, k)
+    else:
+        scores, indices = scores[:, :k], indices[:, :k]
     run = to_run(query_ids, data.corpus.ids, scores, indices, depth)
     settings = {"encoder": {**encoder.config.encoding_settings(), "model_path": encoder.model_path},
                 "sharded": {"world_size": world, "chunk_size": chunk_size}}

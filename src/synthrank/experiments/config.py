@@ -80,7 +80,9 @@ class GenerateJob(BaseModel):
         from synthrank.generate.api import default_backend
         from synthrank.generate.backends.options import validate_backend_options
 
-        extra = self.model_extra or {}
+        # read as declared fields or as extra keys, whichever this model has
+        extra = {**(self.model_extra or {}),
+                 **{key: getattr(self, key) for key in ("backend", "backend_options") if key in type(self).model_fields}}
         backend = extra.get("backend") or default_backend()
         if not isinstance(backend, str):
             raise ValueError(f"[[generate]] {self.name!r}: backend must be a string")
