@@ -83,6 +83,7 @@ def _torchrun_eval(tmp_path, model, beir, name, nproc):
     return (tmp_path / f"{name}.run").read_text(), json.loads((tmp_path / f"{name}.json").read_text())
 
 
+@pytest.mark.slow
 def test_two_torchrun_processes_give_the_one_process_run_and_metrics(tmp_path, tiny_beir, tiny_model_dir):
     """2 CPU processes (gloo) and 1 process, chunks of 2 passages (3 chunks): the same run file
     and metrics, bit for bit; and the same ranking and metrics as the ordinary whole-corpus path.

@@ -173,6 +173,8 @@ def estimate_stages(config, ordered: list) -> None:
             stage.estimate_s, stage.estimate_basis = _estimate_one(config, stage, rates, queries_by_stage)
         except Unknown as reason:
             stage.estimate_s, stage.estimate_basis = None, f"unknown: {reason}"
+        except Exception as error:  # e.g. an unreadable qrels file: the plan still prints, and says why
+            stage.estimate_s, stage.estimate_basis = None, f"unknown: {type(error).__name__}: {error}"
 
 
 def _estimate_one(config, stage, rates: Estimates, queries_by_stage: dict[str, int]) -> tuple[float, str]:
