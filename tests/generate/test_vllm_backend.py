@@ -197,14 +197,15 @@ def test_clear_error_without_vllm(monkeypatch):
 
 
 @pytest.mark.skipif(not HAS_VLLM, reason="vllm is not installed")
-def test_engine_arguments_are_accepted_by_real_vllm():
+def test_engine_arguments_are_accepted_by_real_vllm(tiny_model_dir):
     """Every argument built from paper.toml is a field of the installed vLLM's EngineArgs, and
-    EngineArgs takes them (a renamed argument in a new vLLM fails here, not on the cluster)."""
+    EngineArgs takes them (a renamed argument in a new vLLM fails here, not on the cluster).
+    A local model folder: EngineArgs reads the model's config, and tests make no downloads."""
     import dataclasses
 
     from vllm.engine.arg_utils import EngineArgs
 
-    arguments = validate_backend_options("vllm", paper_backend_options()).engine_arguments("org/model")
+    arguments = validate_backend_options("vllm", paper_backend_options()).engine_arguments(str(tiny_model_dir))
     fields = {f.name for f in dataclasses.fields(EngineArgs)}
     assert set(arguments) <= fields, set(arguments) - fields
     engine_args = EngineArgs(**arguments)
