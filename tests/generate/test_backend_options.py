@@ -76,3 +76,24 @@ def test_experiment_dry_run_fails_early_on_a_bad_backend_option(tmp_path):
     result = CliRunner().invoke(app, ["experiment", str(path), "--dry-run"])
     assert result.exit_code == 2
     assert "backend_options.threads: unknown option of the openai backend" in result.output
+
+
+def test_backend_option_flags_parse_json_values():
+    from synthrank.generate.cli import _backend_options
+
+    options = _backend_options(None, "OPENAI_API_KEY", None, None, None, None, "bfloat16",
+                               extra=["tensor_parallel_size=4", "enable_prefix_caching=false", "quantization=fp8",
+                                      "gpu_memory_utilization=0.85"])
+    assert options == {"dtype": "bfloat16", "tensor_parallel_size": 4, "enable_prefix_caching": False,
+                       "quantization": "fp8", "gpu_memory_utilization": 0.85}
+    assert validate_backend_options("vllm", options).tensor_parallel_size == 4
+
+
+def test_generate_command_names_a_flag_the_backend_does_not_take(tmp_path):
+    from typer.testing import CliRunner
+
+    from synthrank.cli import app
+
+    result = CliRunner().invoke(app, ["generate", "--queries", "scifact", "--output", str(tmp_path / "g"),
+                                      "--backend", "openai", "--threads", "4"])
+    assert result.exit_code == 2 and "backend_options.threads: unknown option of the openai backend" in result.output
