@@ -36,7 +36,8 @@ def eval_command(
     model: Annotated[str, typer.Option(help="A local model folder, a bundled alias (all-MiniLM-L6-v2), or 'bm25'.")] = "all-MiniLM-L6-v2",
     split: Annotated[str, typer.Option(help="Qrels split to evaluate.")] = "test",
     output: Annotated[Optional[Path], typer.Option(help="Write the results as JSON here.")] = None,
-    run: Annotated[Optional[Path], typer.Option("--run", help="Write the retrieval run (TREC format) here.")] = None,
+    run: Annotated[Optional[Path], typer.Option("--run", "--run-file", help="Write the retrieval run (TREC format) here "
+                                                "(under torchrun use --run-file: torchrun reads --run as its --run-path).")] = None,
     measures: Annotated[str, typer.Option(help="Comma-separated ir_measures names.")] = "nDCG@10,RR@10,R@100",
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the embedding cache.")] = False,
     dtype: Annotated[str, typer.Option(help="Inference precision: auto (bf16 where native), float32, bfloat16.")] = "auto",
@@ -88,6 +89,10 @@ def eval_command(
         )
     except (DataFormatError, DatasetNotFoundError, FileNotFoundError, ValueError) as error:
         _fail(str(error))
+    from synthrank.evaluate.sharded import is_main_process
+
+    if not is_main_process():  # under torchrun rank 0 prints and writes the merged result
+        return
     _print_result(result)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -141,7 +146,7 @@ def _run_experiment(experiment, only, dry_run, report, quiet) -> None:
     except ValueError as error:
         _fail(str(error))
     typer.echo(f"run folder: {experiment.run_dir()}")
-    typer.echo(format_plan(stages))
+    typer.echo(format_plan(stages, experiment.estimates))
     if dry_run:
         return
     outcomes = Runner(experiment, show_progress=not quiet, echo=typer.echo).run(only)

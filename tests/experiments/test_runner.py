@@ -163,7 +163,8 @@ def test_dry_run_plan_shows_status_and_estimates(tmp_path, data_dir, monkeypatch
     text = format_plan(plan(config))
     assert "generate/gen" in text and "pending" in text and "total (not yet done)" in text
     gen = plan(config)[0]
-    assert gen.estimate_s == pytest.approx(3 * 4 / config.estimates.generate_passages_per_s)
+    rates = config.estimates
+    assert gen.estimate_s == pytest.approx(3 * 4 * rates.generate_tokens_per_passage / rates.generate_tokens_per_s_per_device)
     assert not (tmp_path / "run").exists()  # planning writes nothing
 
 

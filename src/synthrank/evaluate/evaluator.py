@@ -11,6 +11,7 @@ from pathlib import Path
 from synthrank.data import load_beir, resolve_dataset, write_run
 from synthrank.data.trec import Run
 from synthrank.evaluate.metrics import DEFAULT_MEASURES, compute_metrics, parse_measures, retrieval_depth
+from synthrank.evaluate.sharded import chunking_requested, distributed_world, is_main_process
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ def evaluate_model(
                                               use_cache, show_progress)
     with watch.stage("metrics"):
         means, per_query = compute_metrics(data.qrels, run, measures, query_ids=query_ids)
-    if run_path is not None:
+    if run_path is not None and is_main_process():  # under torchrun every rank holds the merged run
         write_run(run_path, run, tag=Path(str(model)).name or "synthrank")
     return EvalResult(
         model=str(model), dataset=str(dataset), split=split, num_queries=len(query_ids),
@@ -118,6 +119,9 @@ def _dense_run(model, data, query_ids, depth, watch, options, use_cache, show_pr
     from synthrank.retrieval.cache import EmbeddingCache
     from synthrank.retrieval.exact import search_run
 
+    if distributed_world()[1] > 1 or chunking_requested():  # torchrun, or a corpus too big for memory
+        from synthrank.evaluate.sharded import sharded_dense_run
+        return sharded_dense_run(model, data, query_ids, depth, watch, options, use_cache, show_progress)
     with watch.stage("load_model"):
         encoder = Encoder(EncoderConfig(model=model, **options))
     corpus = data.corpus

@@ -8,6 +8,7 @@ Backend-specific ``backend_options`` are the backends' own business and are not 
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -55,6 +56,10 @@ def stage_option_problems(config: ExperimentConfig) -> list[tuple[str, str]]:
             problems += _problems_of(error, lambda loc: f"{where}.recipe.{format_location(loc)}")
         options: dict[str, Any] = {**config.train, **setting.train, "loss": setting.loss,
                                    "model": config.base.model, **_RUNNER_FILLS}
+        if isinstance(options.get("deepspeed"), str) and config.base_dir is not None:
+            # named relative to the experiment config, as plan() resolves it
+            path = Path(options["deepspeed"]).expanduser()
+            options["deepspeed"] = str(path if path.is_absolute() else config.base_dir / path)
 
         def section(loc, setting=setting, where=where) -> str:
             key = loc[0] if loc else None

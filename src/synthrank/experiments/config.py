@@ -60,6 +60,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from synthrank.data.config_files import read_config_file, validate_config
 from synthrank.data.errors import DataFormatError
+from synthrank.experiments.estimates import Estimates
 from synthrank.models.bundled import DEFAULT_ENCODER
 
 PLACEHOLDER = re.compile(r"\{(holdout|generate|mine)\.([A-Za-z0-9_.\-]+)\}")
@@ -85,6 +86,24 @@ class GenerateJob(BaseModel):
 
     def arguments(self) -> dict[str, Any]:
         return {k: v for k, v in self.model_dump().items() if k != "name"}
+
+    @model_validator(mode="after")
+    def _check_backend_options(self) -> "GenerateJob":
+        # Checked at load, so a misspelt engine option fails before hours of other stages run.
+        from synthrank.generate.api import default_backend
+        from synthrank.generate.backends.options import validate_backend_options
+
+        # read as declared fields or as extra keys, whichever this model has
+        extra = {**(self.model_extra or {}),
+                 **{key: getattr(self, key) for key in ("backend", "backend_options") if key in type(self).model_fields}}
+        backend = extra.get("backend") or default_backend()
+        if not isinstance(backend, str):
+            raise ValueError(f"[[generate]] {self.name!r}: backend must be a string")
+        try:
+            validate_backend_options(backend, extra.get("backend_options"))
+        except ValueError as error:
+            raise ValueError(f"[[generate]] {self.name!r}: {error}") from None
+        return self
 
 
 class HoldoutJob(BaseModel):
@@ -141,16 +160,6 @@ class EvalSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     datasets: list[EvalSet] = Field(min_length=1)
     measures: list[str] = Field(default_factory=lambda: ["nDCG@10", "RR@10", "R@100"])
-
-
-class Estimates(BaseModel):
-    """Throughputs used by ``--dry-run`` to estimate cost; measured on the 2-core CPU by default."""
-
-    model_config = ConfigDict(extra="forbid")
-    generate_passages_per_s: float = 1.5  # bundled SmolLM2, 16 sequences (benchmarks/generate_speed.py: ~1.9)
-    train_seconds_per_step: float = 6.0
-    encode_passages_per_s: float = 60.0
-    bm25_passages_per_s: float = 5000.0
 
 
 class ExperimentConfig(BaseModel):

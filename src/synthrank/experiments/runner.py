@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import shutil
 import threading
 import time
@@ -43,6 +42,7 @@ class Stage:
     output: Path = Path(".")
     fingerprint: str = ""
     estimate_s: float | None = None
+    estimate_basis: str = ""  # how the estimate was worked out, or why it is unknown
 
     @property
     def key(self) -> str:
@@ -129,6 +129,10 @@ def plan(config: ExperimentConfig, only: str | None = None) -> list[Stage]:
         deps = _placeholder_deps(setting.recipe)
         for model, seed in setting.model_names():
             train_options = {**config.train, **setting.train}
+            if isinstance(train_options.get("deepspeed"), str) and config.base_dir is not None:
+                # a DeepSpeed config file is named relative to the experiment config, like its datasets
+                path = Path(train_options["deepspeed"]).expanduser()
+                train_options["deepspeed"] = str(path if path.is_absolute() else (config.base_dir / path).resolve())
             if seed is not None:
                 train_options["seed"] = seed
             spec = {"loss": setting.loss, "recipe": setting.recipe, "train": train_options, "model": config.base.model,
@@ -162,45 +166,11 @@ def plan(config: ExperimentConfig, only: str | None = None) -> list[Stage]:
     return ordered
 
 
-def _count_lines(path: Path) -> int:
-    try:
-        with path.open("rb") as handle:
-            return sum(1 for _ in handle)
-    except OSError:
-        return 0
-
-
 def _estimate(config: ExperimentConfig, ordered: list[Stage], stages: dict[str, Stage]) -> None:
-    """Rough seconds per stage from the config's measured throughputs (for --dry-run)."""
-    from synthrank.data.resolve import resolve_dataset
+    """Seconds per stage from the config's stated throughputs (for --dry-run); see estimates.py."""
+    from synthrank.experiments.estimates import estimate_stages
 
-    rates = config.estimates
-    queries_of: dict[str, int] = {}
-    for stage in ordered:
-        try:
-            if stage.kind == "generate":
-                n = stage.spec.get("limit") or stage.spec.get("sample")
-                if n is None:
-                    n = _count_lines(resolve_dataset(stage.spec["queries"]) / "queries.jsonl")
-                queries_of[stage.key] = n
-                passages = n * stage.spec.get("levels", 4) * stage.spec.get("per_level", 1)
-                stage.estimate_s = passages / rates.generate_passages_per_s
-            elif stage.kind == "mine":
-                folder = resolve_dataset(stage.spec["dataset"])
-                queries_of[stage.key] = max(_count_lines(folder / "qrels" / f"{stage.spec['split']}.tsv") - 1, 0)
-                stage.estimate_s = _count_lines(resolve_dataset(stage.spec["dataset"]) / "corpus.jsonl") / rates.bm25_passages_per_s
-            elif stage.kind == "train":
-                options = stage.spec["train"]
-                steps = options.get("max_steps")
-                if steps is None:
-                    n = max([queries_of.get(d, 0) for d in stage.deps] + [0])
-                    batch = options.get("batch_size", 16) * options.get("grad_accum", 1)
-                    steps = math.ceil(n * options.get("epochs", 1) / batch) if n else None
-                stage.estimate_s = steps * rates.train_seconds_per_step if steps else None
-            elif stage.kind == "eval":
-                stage.estimate_s = _count_lines(resolve_dataset(stage.spec["dataset"]) / "corpus.jsonl") / rates.encode_passages_per_s
-        except Exception:  # an estimate must never stop a plan from printing
-            stage.estimate_s = None
+    estimate_stages(config, ordered)
 
 
 @dataclass
@@ -380,8 +350,14 @@ class Runner:
         with atomic_write(config_path) as handle:
             handle.write(config.model_dump_json(indent=2) + "\n")
         launcher = list(self.config.launcher)
-        module = ["-m", "synthrank"] if Path(launcher[0]).name in ("torchrun", "python", "python3") else []
-        command = launcher + (module or [sys.executable, "-m", "synthrank"]) + ["train", "--config", str(config_path)]
+        program = Path(launcher[0]).name
+        if program in ("torchrun", "python", "python3"):
+            module = ["-m", "synthrank"]
+        elif program == "deepspeed":  # its launcher runs `python -u SCRIPT`; --module makes that `python -m`
+            module = ["--module", "synthrank"]
+        else:
+            module = [sys.executable, "-m", "synthrank"]
+        command = launcher + module + ["train", "--config", str(config_path)]
         self.echo("  $ " + " ".join(command))
         subprocess.run(command, check=True)
         return {"launcher": launcher, "resumed": resume, "model": str(model_dir)}
@@ -398,17 +374,34 @@ class Runner:
         return {"metrics": result.metrics, "num_queries": result.num_queries}
 
 
-def format_plan(stages: list[Stage]) -> str:
-    """The --dry-run table: each stage, its status and its estimated cost."""
-    lines = [f"{'stage':48s} {'status':8s} {'estimate':>10s}"]
+def format_plan(stages: list[Stage], estimates=None) -> str:
+    """The --dry-run table: each stage, its status, its estimated cost and how it was worked
+    out; the total names the stages without an estimate instead of counting them as zero."""
+    lines = []
+    if estimates is not None:
+        lines += ["estimates from these throughputs (override them in the config's [estimates]):",
+                  *estimates.lines(), ""]
+    lines.append(f"{'stage':48s} {'status':8s} {'estimate':>10s}")
     total = 0.0
+    unknown = []
     for stage in stages:
         status = stage.status()
-        cost = 0.0 if status == "done" else (stage.estimate_s or 0.0)
-        total += cost
-        shown = "cached" if status == "done" else (_duration(stage.estimate_s) if stage.estimate_s else "unknown")
+        if status == "done":
+            shown = "cached"
+        elif stage.estimate_s is None:
+            shown = "unknown"
+            unknown.append(stage.key)
+        else:
+            shown = _duration(stage.estimate_s)
+            total += stage.estimate_s
         lines.append(f"{stage.key:48s} {status:8s} {shown:>10s}")
-    lines.append(f"{'total (not yet done)':48s} {'':8s} {_duration(total):>10s}")
+        if status != "done" and stage.estimate_basis:
+            lines.append(f"    {stage.estimate_basis}")
+    if unknown:
+        lines.append(f"{'total (not yet done)':48s} {'':8s} {'>= ' + _duration(total):>10s}")
+        lines.append(f"    plus {len(unknown)} stage(s) without an estimate: {', '.join(unknown)}")
+    else:
+        lines.append(f"{'total (not yet done)':48s} {'':8s} {_duration(total):>10s}")
     return "\n".join(lines)
 
 

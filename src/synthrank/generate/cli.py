@@ -20,9 +20,31 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code=code)
 
 
-def _backend_options(base_url, api_key_env, timeout, threads, max_retries, device, dtype, quantize=None) -> dict:
-    return {"base_url": base_url, "api_key_env": api_key_env, "timeout": timeout, "threads": threads,
-            "max_retries": max_retries, "device": device, "dtype": dtype, "quantize": quantize}
+BACKEND_OPTION_HELP = ("KEY=VALUE, repeatable: any option of the backend, e.g. tensor_parallel_size=4 for vllm "
+                       "(VALUE read as JSON when it parses: 4, 0.9, true)")
+
+
+def _parse_backend_options(items: list[str] | None) -> dict:
+    options = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            _fail(f"--backend-option {item!r}: expected KEY=VALUE")
+        try:
+            options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip()] = value
+    return options
+
+
+def _backend_options(base_url, api_key_env, timeout, threads, max_retries, device, dtype, quantize=None,
+                     extra: list[str] | None = None) -> dict:
+    """The flags the user set (each belongs to one backend; the backend's options model rejects
+    the others by name) plus ``--backend-option`` pairs."""
+    options = {"base_url": base_url, "api_key_env": None if api_key_env == "OPENAI_API_KEY" else api_key_env,
+               "timeout": timeout, "threads": threads, "max_retries": max_retries, "device": device, "dtype": dtype,
+               "quantize": quantize}
+    return {**{k: v for k, v in options.items() if v is not None}, **_parse_backend_options(extra)}
 
 
 def generate_command(
@@ -78,6 +100,7 @@ def generate_command(
     min_success: Annotated[float, typer.Option("--min-success", min=0.0, max=1.0,
                                                help="Exit with status 1 when less than this share of the passages exists "
                                                     "(always when none does)")] = 0.5,
+    backend_option: Annotated[Optional[list[str]], typer.Option("--backend-option", help=BACKEND_OPTION_HELP)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar")] = False,
 ) -> None:
     """Write passages at graded relevance levels for real queries (resumable; see --shard)."""
@@ -94,7 +117,7 @@ def generate_command(
             temperature=temperature, top_p=top_p, max_tokens_per_passage=max_tokens, min_words=min_words,
             max_words=max_words, max_attempts=max_attempts, retry_failed=retry_failed, progress=not quiet,
             backend_options=_backend_options(base_url, api_key_env, timeout, threads, max_retries, device, dtype,
-                                             quantize),
+                                             quantize, backend_option),
             fidelity=[] if fidelity.strip().lower() == "none" else [f.strip() for f in fidelity.split(",") if f.strip()],
             fidelity_encoder=fidelity_encoder,
             overwrite=overwrite, min_success=min_success,
@@ -197,6 +220,7 @@ def judge_command(
     threads: Annotated[Optional[int], typer.Option("--threads")] = None,
     device: Annotated[Optional[str], typer.Option("--device")] = None,
     dtype: Annotated[Optional[str], typer.Option("--dtype")] = None,
+    backend_option: Annotated[Optional[list[str]], typer.Option("--backend-option", help=BACKEND_OPTION_HELP)] = None,
     quiet: Annotated[bool, typer.Option("--quiet")] = False,
 ) -> None:
     """Grade (query, passage) pairs 0-3 with an LLM: agreement with the qrels, relabelling, filtering."""
@@ -207,7 +231,8 @@ def judge_command(
         summary = judge(pairs, output, split=split, backend=backend, model=model, sample=sample, limit=limit,
                         seed=seed, levels=levels, levels_file=levels_file, prompt=prompt, concurrency=concurrency,
                         relabel=relabel, keep_agreeing=keep_agreeing, progress=not quiet,
-                        backend_options=_backend_options(base_url, api_key_env, timeout, threads, max_retries, device, dtype))
+                        backend_options=_backend_options(base_url, api_key_env, timeout, threads, max_retries, device, dtype,
+                                                         extra=backend_option))
     except (DataFormatError, FileNotFoundError, ValueError, KeyError, ImportError, RuntimeError) as error:
         _fail(error_message(error))
     a = summary["agreement"]

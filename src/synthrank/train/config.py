@@ -66,6 +66,9 @@ class TrainConfig(BaseModel):
     bf16: bool = False
     fp16: bool = False
     gradient_checkpointing: bool = False
+    deepspeed: str | None = Field(
+        None, description="DeepSpeed JSON config (e.g. configs/deepspeed/zero3.json); run under the "
+        "torchrun or deepspeed launcher")
     seed: int = 42
     drop_last: bool = True
     dataloader_workers: int = Field(0, ge=0)
@@ -83,7 +86,26 @@ class TrainConfig(BaseModel):
     def _check(self) -> "TrainConfig":
         if self.bf16 and self.fp16:
             raise ValueError("choose bf16 or fp16, not both")
+        if self.deepspeed is not None:
+            _check_deepspeed_file(Path(self.deepspeed))
+            if self.chunk_size:
+                # GradCache runs one backward pass per chunk; DeepSpeed's engine takes one per micro-step
+                raise ValueError("chunk_size (GradCache) cannot be combined with deepspeed; use grad_accum")
         return self
+
+
+def _check_deepspeed_file(path: Path) -> None:
+    """A missing or broken DeepSpeed config fails at load, not inside DeepSpeed after the model loaded."""
+    import json
+
+    if not path.is_file():
+        raise ValueError(f"deepspeed: {path}: file not found")
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"deepspeed: {path}:{error.lineno}: invalid JSON ({error.msg})") from None
+    if not isinstance(settings, dict):
+        raise ValueError(f"deepspeed: {path}: expected a JSON object")
 
 
 def _merge_train_table(data: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -110,7 +132,7 @@ def load_train_config(path: str | Path | None, overrides: dict[str, Any] | None 
         path = Path(path)
         origin = origin or str(path)
         data = _merge_train_table(read_config_file(path, ConfigError, "config"), path)
-        for key in ("data", "output"):
+        for key in ("data", "output", "deepspeed"):
             value = data.get(key)
             if isinstance(value, str) and not Path(value).expanduser().is_absolute():
                 data[key] = str(path.parent / value)

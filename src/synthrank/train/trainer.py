@@ -20,6 +20,7 @@ back-propagated with the cached embedding gradient. Memory grows with the chunk,
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import logging
 import os
@@ -272,6 +273,10 @@ def _saved_max_length(encoder) -> int:
     return max(int(recorded), trained) if recorded else trained
 
 
+def deepspeed_installed() -> bool:
+    return importlib.util.find_spec("deepspeed") is not None
+
+
 def build_training(config, callbacks: list | None = None):
     """Everything :func:`train` needs, built but not run.
 
@@ -315,6 +320,8 @@ def build_training(config, callbacks: list | None = None):
     if isinstance(report_to, str):
         report_to = [r.strip() for r in report_to.split(",") if r.strip()] or ["none"]
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if config.deepspeed and not deepspeed_installed():
+        raise ImportError(f"train.deepspeed = {config.deepspeed!r} needs the deepspeed package: pip install deepspeed")
     args = TrainingArguments(
         output_dir=str(config.output),
         per_device_train_batch_size=config.batch_size,
@@ -347,6 +354,7 @@ def build_training(config, callbacks: list | None = None):
         ddp_find_unused_parameters=config.ddp_find_unused_parameters,
         use_cpu=not torch.cuda.is_available(),
         **({"gradient_checkpointing": True} if config.gradient_checkpointing else {}),
+        **({"deepspeed": str(config.deepspeed)} if config.deepspeed else {}),
     )
     if config.loss == "ws2" and config.batch_size * args.world_size < 2:
         raise ValueError("ws2 fits a Gaussian over the queries of a batch: it needs at least 2 queries per "

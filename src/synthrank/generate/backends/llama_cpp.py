@@ -182,7 +182,7 @@ class LlamaCppBackend(Backend):
 
     def __init__(self, model: str | None = None, concurrency: int = 1, threads: int | None = None,
                  ctx_per_sequence: int = 2048, n_batch: int = 2048, quantize: str | None = "auto",
-                 share_prefix: bool = True, verbose: bool = False, **_ignored):
+                 share_prefix: bool = True, verbose: bool = False):
         llama_cpp, chat_format = _import_llama_cpp()
         path = Path(model) if model else bundled_generator_path()
         if not path.is_file():

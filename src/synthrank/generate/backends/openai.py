@@ -70,7 +70,7 @@ class OpenAIBackend(Backend):
 
     def __init__(self, model: str | None = None, concurrency: int = 8, base_url: str | None = None,
                  api_key_env: str = "OPENAI_API_KEY", timeout: float | None = None, max_retries: int | None = None,
-                 backoff: float = 0.5, max_backoff: float = 30.0, send_seed: bool = True, **_ignored):
+                 backoff: float = 0.5, max_backoff: float = 30.0, send_seed: bool = True):
         try:
             import httpx  # noqa: F401
         except ImportError as error:  # pragma: no cover

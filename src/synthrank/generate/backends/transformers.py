@@ -19,7 +19,7 @@ class TransformersBackend(Backend):
     name = "transformers"
 
     def __init__(self, model: str | None = None, concurrency: int = 8, device: str | None = None,
-                 dtype: str | None = None, threads: int | None = None, **_ignored):
+                 dtype: str | None = None, threads: int | None = None):
         try:
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer

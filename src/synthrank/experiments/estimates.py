@@ -1,0 +1,239 @@
+"""The ``--dry-run`` cost estimate: stated throughputs times counted (or published) sizes.
+
+Every stage gets an estimate and the line it came from (``basis``): how many queries, passages
+or steps, at which rate, on how many devices. Sizes are counted from the dataset on disk; a
+dataset that is not there yet uses its published BEIR size (:data:`PUBLISHED_SIZES`, or the
+config's ``[estimates.dataset_sizes]``), and the basis says so. A stage that still cannot be
+estimated is shown as unknown and named under the total, never counted as zero.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class DatasetSize(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    passages: int | None = Field(None, ge=0)
+    queries: dict[str, int] = Field(default_factory=dict, description="Judged queries per split")
+
+
+# Published sizes (BEIR, Thakur et al. 2021, table 1; MS MARCO train from its qrels; TREC DL
+# 2019/2020 judged query counts), for planning before a dataset is downloaded.
+_MSMARCO_PASSAGES = 8_841_823
+PUBLISHED_SIZES: dict[str, DatasetSize] = {
+    "msmarco": DatasetSize(passages=_MSMARCO_PASSAGES, queries={"train": 502_939, "dev": 6_980}),
+    "trec-dl-2019": DatasetSize(passages=_MSMARCO_PASSAGES, queries={"test": 43}),
+    "trec-dl-2020": DatasetSize(passages=_MSMARCO_PASSAGES, queries={"test": 54}),
+    "arguana": DatasetSize(passages=8_674, queries={"test": 1_406}),
+    "climate-fever": DatasetSize(passages=5_416_593, queries={"test": 1_535}),
+    "cqadupstack/android": DatasetSize(passages=22_998, queries={"test": 699}),
+    "dbpedia-entity": DatasetSize(passages=4_635_922, queries={"test": 400}),
+    "fever": DatasetSize(passages=5_416_568, queries={"test": 6_666}),
+    "fiqa": DatasetSize(passages=57_638, queries={"test": 648}),
+    "hotpotqa": DatasetSize(passages=5_233_329, queries={"test": 7_405}),
+    "nfcorpus": DatasetSize(passages=3_633, queries={"test": 323}),
+    "nq": DatasetSize(passages=2_681_468, queries={"test": 3_452}),
+    "quora": DatasetSize(passages=522_931, queries={"test": 10_000}),
+    "scidocs": DatasetSize(passages=25_657, queries={"test": 1_000}),
+    "scifact": DatasetSize(passages=5_183, queries={"test": 300, "train": 809}),
+    "webis-touche2020": DatasetSize(passages=382_545, queries={"test": 49}),
+    "trec-covid": DatasetSize(passages=171_332, queries={"test": 50}),
+}
+
+
+class Estimates(BaseModel):
+    """Throughput assumptions behind ``--dry-run``, printed with the plan; set them in the
+    config's ``[estimates]`` for your hardware. The defaults are the 2-core CPU of
+    ``configs/laptop.toml`` (its header: 1,800 passages generated in 15 min, i.e. ~2 passages/s)."""
+
+    model_config = ConfigDict(extra="forbid")
+    generate_tokens_per_s_per_device: float = Field(
+        260.0, gt=0, description="Generated tokens/s per GPU (or CPU process), all sequences together "
+        "(laptop: ~2 passages/s x 130 tokens)")
+    generate_tokens_per_passage: float = Field(130.0, gt=0, description="Tokens the generator writes per passage")
+    encode_passages_per_s_per_device: float = Field(60.0, gt=0, description="Encoder throughput per GPU/CPU")
+    train_queries_per_s_per_device: float = Field(
+        16 / 6, gt=0, description="Training queries (with their passages) per second per device")
+    bm25_passages_per_s: float = Field(5000.0, gt=0, description="BM25 indexing (mining)")
+    eval_devices: int = Field(1, ge=1, description="Processes of a sharded evaluation (torchrun)")
+    dataset_sizes: dict[str, DatasetSize] = Field(
+        default_factory=dict, description="Sizes of datasets not on disk (overrides the published ones)")
+
+    def lines(self) -> list[str]:
+        """The assumptions, one line each, for the plan's header."""
+        return [f"  {name} = {getattr(self, name):g}" for name in (
+            "generate_tokens_per_s_per_device", "generate_tokens_per_passage", "encode_passages_per_s_per_device",
+            "train_queries_per_s_per_device", "bm25_passages_per_s", "eval_devices")]
+
+
+class Unknown(Exception):
+    """A size that is neither on disk nor published: the stage's estimate is unknown."""
+
+
+def _count_lines(path: Path) -> int:
+    with path.open("rb") as handle:
+        return sum(1 for _ in handle)
+
+
+def _judged_queries(qrels: Path) -> int:
+    seen = set()
+    with qrels.open("r", encoding="utf-8") as handle:
+        for number, line in enumerate(handle):
+            qid = line.split("\t", 1)[0]
+            if number == 0 and qid == "query-id":
+                continue
+            seen.add(qid)
+    return len(seen)
+
+
+def _folder(dataset: str) -> Path | None:
+    from synthrank.data.resolve import resolve_dataset
+
+    try:
+        return resolve_dataset(dataset, download=False)
+    except Exception:  # not on disk (yet): sizes come from the published table
+        return None
+
+
+def _published(dataset: str, estimates: Estimates) -> DatasetSize | None:
+    """The configured or published size of ``dataset``; a path made absolute by the planner is
+    matched by its last one or two parts (``.../cqadupstack/android``)."""
+    parts = Path(dataset).parts
+    names = [dataset, "/".join(parts[-2:]), parts[-1] if parts else dataset]
+    for table in (estimates.dataset_sizes, PUBLISHED_SIZES):
+        for name in names:
+            if name in table:
+                return table[name]
+    return None
+
+
+def passages_of(dataset: str, estimates: Estimates) -> tuple[int, str]:
+    folder = _folder(dataset)
+    if folder is not None and (folder / "corpus.jsonl").is_file():
+        return _count_lines(folder / "corpus.jsonl"), "on disk"
+    size = _published(dataset, estimates)
+    if size is None or size.passages is None:
+        raise Unknown(f"{dataset}: not on disk and no published size; set [estimates.dataset_sizes.\"{dataset}\"]")
+    return size.passages, "published size"
+
+
+def queries_of(dataset: str, split: str | None, estimates: Estimates) -> tuple[int, str]:
+    folder = _folder(dataset)
+    if folder is not None:
+        if split is not None and (folder / "qrels" / f"{split}.tsv").is_file():
+            return _judged_queries(folder / "qrels" / f"{split}.tsv"), "on disk"
+        if split is None and (folder / "queries.jsonl").is_file():
+            return _count_lines(folder / "queries.jsonl"), "on disk"
+    path = Path(dataset).expanduser()
+    if path.is_file():  # a queries file
+        return _count_lines(path), "on disk"
+    size = _published(dataset, estimates)
+    if size is None or (split or "test") not in size.queries:
+        raise Unknown(f"{dataset}/{split}: not on disk and no published query count; "
+                      f"set [estimates.dataset_sizes.\"{dataset}\"] queries = {{ {split or 'test'} = N }}")
+    return size.queries[split or "test"], "published size"
+
+
+def launcher_devices(launcher: list[str] | None) -> int:
+    """Processes a training launcher starts: ``--nproc_per_node`` (or ``--num_gpus``) x ``--nnodes``."""
+    if not launcher:
+        return 1
+    text = " ".join(launcher)
+
+    def number(*flags: str) -> int:
+        for flag in flags:
+            match = re.search(rf"{flag}[= ](\d+)", text)
+            if match:
+                return int(match.group(1))
+        return 1
+
+    return number("--nproc_per_node", "--nproc-per-node", "--num_gpus") * number("--nnodes", "--num_nodes")
+
+
+def generator_devices(spec: dict[str, Any]) -> int:
+    options = spec.get("backend_options") or {}
+    if spec.get("backend") != "vllm":
+        return 1
+    return (int(options.get("tensor_parallel_size", 1)) * int(options.get("pipeline_parallel_size", 1))
+            * int(options.get("data_parallel_size", 1)))
+
+
+def estimate_stages(config, ordered: list) -> None:
+    """Set ``estimate_s`` and ``estimate_basis`` of every stage (``None`` and the reason when unknown)."""
+    rates: Estimates = config.estimates
+    queries_by_stage: dict[str, int] = {}
+    for stage in ordered:
+        try:
+            stage.estimate_s, stage.estimate_basis = _estimate_one(config, stage, rates, queries_by_stage)
+        except Unknown as reason:
+            stage.estimate_s, stage.estimate_basis = None, f"unknown: {reason}"
+        except Exception as error:  # e.g. an unreadable qrels file: the plan still prints, and says why
+            stage.estimate_s, stage.estimate_basis = None, f"unknown: {type(error).__name__}: {error}"
+
+
+def _estimate_one(config, stage, rates: Estimates, queries_by_stage: dict[str, int]) -> tuple[float, str]:
+    spec = stage.spec
+    if stage.kind == "generate":
+        n, source = queries_of(spec["queries"], spec.get("split"), rates)
+        for cap in (spec.get("limit"), spec.get("sample")):
+            if cap is not None:
+                n = min(n, int(cap))
+        queries_by_stage[stage.key] = n
+        passages = n * int(spec.get("levels", 4)) * int(spec.get("per_level", 1))
+        devices = generator_devices(spec)
+        tokens = passages * rates.generate_tokens_per_passage
+        seconds = tokens / (rates.generate_tokens_per_s_per_device * devices)
+        return seconds, (f"{n:,} queries ({source}) x {passages // max(n, 1)} passages x "
+                         f"{rates.generate_tokens_per_passage:g} tokens / ({rates.generate_tokens_per_s_per_device:g} "
+                         f"tokens/s x {devices} device{'s' if devices > 1 else ''})")
+    if stage.kind == "mine":
+        queries_by_stage[stage.key] = queries_of(spec["dataset"], spec.get("split"), rates)[0]
+        passages, source = passages_of(spec["dataset"], rates)
+        return passages / rates.bm25_passages_per_s, (
+            f"BM25 index of {passages:,} passages ({source}) at {rates.bm25_passages_per_s:g}/s")
+    if stage.kind == "train":
+        options = spec["train"]
+        devices = launcher_devices(config.launcher)
+        per_step = int(options.get("batch_size", 16)) * int(options.get("grad_accum", 1)) * devices
+        if options.get("max_steps"):
+            queries = int(options["max_steps"]) * per_step
+            what = f"{options['max_steps']} steps x {per_step} queries"
+        else:
+            known = [queries_by_stage[d] for d in stage.deps if d in queries_by_stage]
+            if not known:
+                queries, what = _recipe_queries(spec["recipe"], rates), "recipe data"
+            else:
+                queries, what = max(known), "from upstream stages"
+            queries = math.ceil(queries * float(options.get("epochs", 1)))
+            what = f"{queries:,} queries ({what}, {options.get('epochs', 1)} epoch(s))"
+        return queries / (rates.train_queries_per_s_per_device * devices), (
+            f"{what} / ({rates.train_queries_per_s_per_device:g} queries/s x {devices} device"
+            f"{'s' if devices > 1 else ''})")
+    if stage.kind == "eval":
+        passages, source = passages_of(spec["dataset"], rates)
+        queries, _ = queries_of(spec["dataset"], spec.get("split"), rates)
+        devices = rates.eval_devices
+        texts = passages + queries
+        return texts / (rates.encode_passages_per_s_per_device * devices), (
+            f"encode {passages:,} passages ({source}) + {queries:,} queries / "
+            f"({rates.encode_passages_per_s_per_device:g}/s x {devices} device{'s' if devices > 1 else ''})")
+    raise Unknown(f"no estimate for stage kind {stage.kind!r}")
+
+
+def _recipe_queries(recipe: dict, rates: Estimates) -> int:
+    """Queries of a recipe that reads only existing datasets: the largest judged split."""
+    counts = []
+    for source in recipe.get("sources", []):
+        dataset = source.get("dataset")
+        if not isinstance(dataset, str) or "{" in dataset:
+            continue
+        counts.append(queries_of(dataset, source.get("split", "train"), rates)[0])
+    if not counts:
+        raise Unknown("the recipe's query count cannot be worked out before its inputs exist")
+    return max(counts)

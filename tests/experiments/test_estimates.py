@@ -1,0 +1,75 @@
+"""The --dry-run estimate: every stage estimated from stated throughputs, nothing left out silently."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from synthrank.experiments import format_plan, load_experiment, parse_experiment, plan
+from synthrank.experiments.estimates import Estimates, launcher_devices
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_paper_plan_has_an_estimate_for_every_stage_and_prints_its_assumptions(tmp_path, monkeypatch):
+    monkeypatch.setenv("SYNTHRANK_DATA_DIR", str(tmp_path / "no-data"))  # sizes from the published table
+    config = load_experiment(REPO / "configs" / "paper.toml")
+    config.output = str(tmp_path / "run")
+    stages = plan(config)
+    assert stages and all(stage.estimate_s and stage.estimate_s > 0 for stage in stages)
+    text = format_plan(stages, config.estimates)
+    assert "unknown" not in text
+    for assumption in ("generate_tokens_per_s_per_device = 700", "encode_passages_per_s_per_device = 3000",
+                       "train_queries_per_s_per_device = 40"):
+        assert assumption in text
+    (generate,) = [s for s in stages if s.kind == "generate"]
+    # 502,939 MS MARCO training queries x 4 levels x 130 tokens on 4 GPUs (tensor_parallel_size) at 700 tokens/s each
+    assert generate.estimate_s == pytest.approx(502_939 * 4 * 130 / (700 * 4))
+    assert "502,939 queries (published size)" in generate.estimate_basis and "4 devices" in generate.estimate_basis
+    train = next(s for s in stages if s.key == "train/ws2-synthetic")
+    assert train.estimate_s == pytest.approx(502_939 / (40 * 4))  # torchrun --nproc_per_node 4
+    total = sum(s.estimate_s for s in stages)
+    assert total > 24 * 3600  # a multi-day plan, not 36 s
+    assert text.splitlines()[-1].split()[-2:] == [f"{total / 3600:.1f}", "h"]
+
+
+def test_a_stage_that_cannot_be_estimated_is_named_not_counted_as_zero(tmp_path, monkeypatch):
+    monkeypatch.setenv("SYNTHRANK_DATA_DIR", str(tmp_path / "no-data"))
+    config = parse_experiment({"name": "t", "output": str(tmp_path / "run"),
+                               "eval": {"datasets": [{"dataset": "scifact"}, {"dataset": "my-private-set"}]}})
+    stages = plan(config)
+    unknown = [s for s in stages if s.estimate_s is None]
+    assert [s.key for s in unknown] == ["eval/base@my-private-set-test"]
+    assert "my-private-set" in unknown[0].estimate_basis and "dataset_sizes" in unknown[0].estimate_basis
+    text = format_plan(stages, config.estimates)
+    assert "plus 1 stage(s) without an estimate: eval/base@my-private-set-test" in text
+    assert ">= " in text.splitlines()[-2]
+
+
+def test_dataset_sizes_and_throughputs_come_from_the_config(tmp_path, monkeypatch):
+    monkeypatch.setenv("SYNTHRANK_DATA_DIR", str(tmp_path / "no-data"))
+    config = parse_experiment({
+        "name": "t", "output": str(tmp_path / "run"),
+        "eval": {"datasets": [{"dataset": "my-private-set"}]},
+        "estimates": {"encode_passages_per_s_per_device": 100.0, "eval_devices": 2,
+                      "dataset_sizes": {"my-private-set": {"passages": 1000, "queries": {"test": 200}}}},
+    })
+    (stage,) = plan(config)
+    assert stage.estimate_s == pytest.approx((1000 + 200) / (100 * 2))
+
+
+def test_unknown_estimate_keys_are_errors():
+    from synthrank.experiments import ExperimentConfigError
+
+    with pytest.raises(ExperimentConfigError, match="generate_passages_per_sec"):
+        parse_experiment({"name": "t", "eval": {"datasets": [{"dataset": "scifact"}]},
+                          "estimates": {"generate_passages_per_sec": 3}}, "x.toml")
+    assert Estimates().generate_tokens_per_s_per_device > 0
+
+
+def test_launcher_devices():
+    assert launcher_devices(None) == 1
+    assert launcher_devices(["torchrun", "--nproc_per_node", "4"]) == 4
+    assert launcher_devices(["torchrun", "--nnodes=2", "--nproc_per_node=8"]) == 16
+    assert launcher_devices(["deepspeed", "--num_gpus", "4"]) == 4
