@@ -32,8 +32,14 @@ A config is a TOML (or JSON) file::
     [eval]
     datasets = [{ dataset = "scifact", split = "test" }]
 
+    [[adapt]]                              # zero or more `synthrank adapt` jobs (a bare corpus)
+    name = "scifact-docs"
+    corpus = "scifact"
+    documents = 500
+
 Inside a setting's recipe, ``{generate.NAME}`` stands for the folder that generation job
-writes and ``{mine.NAME}`` for the qrels file that mining job writes.
+writes, ``{adapt.NAME}`` for the training folder that adapt job writes and ``{mine.NAME}`` for
+the qrels file that mining job writes.
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ from synthrank.data.config_files import read_config_file, validate_config
 from synthrank.data.errors import DataFormatError
 from synthrank.models.bundled import DEFAULT_ENCODER
 
-PLACEHOLDER = re.compile(r"\{(generate|mine)\.([A-Za-z0-9_.\-]+)\}")
+PLACEHOLDER = re.compile(r"\{(generate|mine|adapt)\.([A-Za-z0-9_.\-]+)\}")
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.+\-]*$"
 
 
@@ -69,6 +75,30 @@ class GenerateJob(BaseModel):
     model_config = ConfigDict(extra="allow")
     name: str = Field(pattern=NAME)
     queries: str
+
+    def arguments(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model_dump().items() if k != "name"}
+
+
+class AdaptJob(BaseModel):
+    """Arguments of :func:`synthrank.generate.adapt.adapt` (``name`` and ``corpus`` required);
+    a key that is not one of its arguments is an error naming the key."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(pattern=NAME)
+    corpus: str
+
+    @model_validator(mode="after")
+    def _known_arguments(self) -> "AdaptJob":
+        import inspect
+
+        from synthrank.generate.adapt import adapt
+
+        allowed = set(inspect.signature(adapt).parameters) - {"output", "progress", "backend_instance"}
+        unknown = sorted(set(self.model_extra or {}) - allowed)
+        if unknown:
+            raise ValueError(f"unknown adapt option(s) {unknown}; known: {sorted(allowed - {'corpus'})}")
+        return self
 
     def arguments(self) -> dict[str, Any]:
         return {k: v for k, v in self.model_dump().items() if k != "name"}
@@ -116,6 +146,7 @@ class Estimates(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     generate_passages_per_s: float = 1.5  # bundled SmolLM2, 16 sequences (benchmarks/generate_speed.py: ~1.9)
+    adapt_queries_per_s: float = 1.0  # bundled SmolLM2 writing queries from SciFact abstracts
     train_seconds_per_step: float = 6.0
     encode_passages_per_s: float = 60.0
     bm25_passages_per_s: float = 5000.0
@@ -128,6 +159,7 @@ class ExperimentConfig(BaseModel):
     description: str = ""
     base: BaseModelSpec = Field(default_factory=BaseModelSpec)
     generate: list[GenerateJob] = Field(default_factory=list)
+    adapt: list[AdaptJob] = Field(default_factory=list)
     mine: list[MineJob] = Field(default_factory=list)
     train: dict[str, Any] = Field(default_factory=dict)
     launcher: list[str] | None = Field(
@@ -142,12 +174,14 @@ class ExperimentConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_names(self) -> "ExperimentConfig":
-        for kind, items in (("generate", self.generate), ("mine", self.mine), ("settings", self.settings)):
+        for kind, items in (("generate", self.generate), ("adapt", self.adapt), ("mine", self.mine),
+                            ("settings", self.settings)):
             names = [item.name for item in items]
             duplicates = sorted({n for n in names if names.count(n) > 1})
             if duplicates:
                 raise ValueError(f"{kind}: duplicate names {duplicates}")
-        known = {"generate": {g.name for g in self.generate}, "mine": {m.name for m in self.mine}}
+        known = {"generate": {g.name for g in self.generate}, "mine": {m.name for m in self.mine},
+                 "adapt": {a.name for a in self.adapt}}
         for setting in self.settings:
             for kind, name in PLACEHOLDER.findall(json.dumps(setting.recipe)):
                 if name not in known[kind]:

@@ -1,4 +1,4 @@
-"""Run an experiment as a graph of cached, resumable stages: generate -> mine -> train -> eval.
+"""Run an experiment as a graph of cached, resumable stages: generate/adapt -> mine -> train -> eval.
 
 Every stage writes into its own folder under the run folder and keeps a ``stage.json`` there
 with a fingerprint of its inputs (its spec, the fingerprints of the stages it reads from, and
@@ -35,7 +35,7 @@ BASE = "base"
 
 @dataclass
 class Stage:
-    kind: str  # generate | mine | train | eval
+    kind: str  # generate | adapt | mine | train | eval
     name: str
     spec: dict[str, Any]
     deps: list[str] = field(default_factory=list)
@@ -97,6 +97,12 @@ def plan(config: ExperimentConfig, only: str | None = None) -> list[Stage]:
         args = job.arguments()
         args["queries"] = _absolute(args["queries"], config.base_dir)
         add(Stage("generate", job.name, args))
+    for job in config.adapt:
+        args = job.arguments()
+        for key in ("corpus", "few_shot", "query_prompt", "system_prompt"):  # files named in the config
+            if isinstance(args.get(key), str):
+                args[key] = _absolute(args[key], config.base_dir)
+        add(Stage("adapt", job.name, args))
     for job in config.mine:
         spec = job.model_dump()
         spec["dataset"] = _absolute(spec["dataset"], config.base_dir)
@@ -157,6 +163,11 @@ def _estimate(config: ExperimentConfig, ordered: list[Stage], stages: dict[str, 
                 queries_of[stage.key] = n
                 passages = n * stage.spec.get("levels", 4) * stage.spec.get("per_level", 1)
                 stage.estimate_s = passages / rates.generate_passages_per_s
+            elif stage.kind == "adapt":
+                n = stage.spec.get("limit") or stage.spec.get("documents", 100)
+                queries = n * stage.spec.get("queries_per_doc", 1)
+                queries_of[stage.key] = queries
+                stage.estimate_s = queries / rates.adapt_queries_per_s
             elif stage.kind == "mine":
                 folder = resolve_dataset(stage.spec["dataset"])
                 queries_of[stage.key] = max(_count_lines(folder / "qrels" / f"{stage.spec['split']}.tsv") - 1, 0)
@@ -191,7 +202,7 @@ def _write_record(stage: Stage, **fields) -> None:
 
 
 def substitute(recipe: dict, outputs: dict[str, Path], base_dir: Path | None) -> dict:
-    """Replace ``{generate.X}`` / ``{mine.X}`` by upstream outputs and make relative paths absolute."""
+    """Replace ``{generate.X}`` / ``{adapt.X}`` / ``{mine.X}`` by upstream outputs and make relative paths absolute."""
     def fill(value: str) -> str:
         def repl(match):
             kind, name = match.groups()
@@ -293,6 +304,14 @@ class Runner:
 
         result = generate(output=stage.output, progress=self.show_progress, **stage.spec)
         return {"counts": result.manifest.get("counts"), "manifest": str(stage.output / "manifest.json")}
+
+    def _run_adapt(self, stage: Stage, outputs) -> dict:
+        from synthrank.generate.adapt import adapt
+
+        result = adapt(output=stage.output, progress=self.show_progress, **stage.spec)
+        manifest = result.manifest
+        return {"filter": manifest["filter"], "contexts": manifest["contexts"],
+                "manifest": str(stage.output / "manifest.json")}
 
     def _run_mine(self, stage: Stage, outputs) -> dict:
         from synthrank.retrieval.mining import mine_negatives, write_mined
