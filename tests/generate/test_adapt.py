@@ -339,3 +339,46 @@ def test_sigkill_midway_then_rerun_loses_and_duplicates_nothing(tmp_path, corpus
     assert manifest["query_generation"]["this_session"]["already_finished"] == len(before)
     queries = load_beir(out, split="train").queries
     assert len(queries) == manifest["filter"]["kept"] and len(set(queries.values())) == len(queries)
+
+
+@pytest.mark.slow
+def test_bundled_model_killed_midway_then_rerun(tmp_path, corpus_dir):
+    """The same with the bundled SmolLM2 through the command line."""
+    pytest.importorskip("llama_cpp")
+    from synthrank.generate.bundled import BundledModelMissing, bundled_generator_path
+
+    try:
+        bundled_generator_path()
+    except BundledModelMissing as error:
+        pytest.skip(str(error))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "synthrank", "adapt", "--corpus", str(corpus_dir), "--output", str(out),
+           "--documents", "6", "--queries-per-doc", "2", "--threads", "2", "--concurrency", "2", "--quiet"]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            try:
+                if len(_items(out)) >= 1:
+                    proc.send_signal(signal.SIGKILL)
+                    break
+            except sqlite3.OperationalError:
+                continue
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, proc.stdout.read().decode()[-2000:]
+    before = _items(out)
+    rerun = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    after = _items(out)
+    keys = [(q, lv, k) for q, lv, k, *_ in after]
+    assert len(keys) == len(set(keys)) == 12
+    by_key = {(q, lv, k): row for q, lv, k, *row in after}
+    assert all(by_key[(q, lv, k)] == row for q, lv, k, *row in before)
+    manifest = json.loads((out / "manifest.json").read_text())
+    q = manifest["query_generation"]
+    assert q["generated"] + q["failed"] == 12 and q["sessions"] == 2
+    assert q["model"] == "SmolLM2-135M-Instruct-Q4_1-as-Q8_0"
+    assert len(load_beir(out, split="train").queries) == manifest["filter"]["kept"]

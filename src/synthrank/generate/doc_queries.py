@@ -264,7 +264,7 @@ class QueryGenerator(Generator):
         (doc_id, grade, k), = job.items
         messages = self.prompts.messages(document, c.style, c.min_words, c.max_words, c.max_document_words)
         return ChatRequest(messages, max_tokens=c.max_tokens_per_passage, temperature=c.temperature, top_p=c.top_p,
-                           seed=_derive_seed(c.seed, doc_id, "query", k, job.attempt), stop=["\n\n"])
+                           seed=_derive_seed(c.seed, doc_id, "query", k, job.attempt))
 
     def _handle(self, job: _Job, document: str, completion: Completion, accepted: dict[str, list[str]],
                 reasons: dict[ItemKey, list[str]]):
@@ -275,6 +275,8 @@ class QueryGenerator(Generator):
             rejected[key] = f"backend error: {completion.error}"
         else:
             query = parse_query(completion.text)
+            # With no stop sequence, "length" means the token budget ran out; a one-line answer
+            # was then cut mid-query (a longer answer's first line is complete).
             if completion.finish_reason == "length" and "\n" not in completion.text.strip():
                 problem = "cut off by the token limit"
             else:
