@@ -200,10 +200,10 @@ def test_report_from_run_folder(tmp_path):
     FakeRunner(config).run()
     out = write_report(tmp_path / "run", tmp_path / "report")
     text = (out / "report.md").read_text()
-    assert "| base (untrained) | 0.5000 | 0.4000 | 0.5000 | 0.4000 |" in text
+    assert "| base (untrained) | 1 | 0.5000 | 0.4000 | 0.5000 | 0.4000 |" in text
     assert "**0.6000**" in text and "scifact/test nDCG@10" in text
     settings = text.split("## Settings", 1)[1].split("## Stages", 1)[0]
-    assert "| ws2 | ws2 | 1 |" in settings and "| real | infonce |" in settings
+    assert "| ws2 | ws2 | 1 | 1 |" in settings and "| real | infonce |" in settings
     assert "| total | |" in text.split("## Stages", 1)[1]
     manifest = json.loads((out / "manifest.json").read_text())
     assert len(manifest["numbers"]) == 6 and manifest["config"]["name"] == "t"
@@ -211,3 +211,80 @@ def test_report_from_run_folder(tmp_path):
     assert all(n["code"]["synthrank"] and "git_commit" in n["code"] for n in manifest["numbers"])
     pngs = sorted(p.name for p in (out / "plots").glob("*.png"))
     assert pngs == ["nDCG_at_10_scifact_test.png", "nDCG_at_10_trec-dl-2019_test.png"]
+
+
+# -- holdout splits, seeds, placeholders in generate/eval, per-setting significance ---------------
+
+def seeded_config(tmp_path):
+    return config_dict(
+        tmp_path,
+        holdout=[{"name": "sf", "dataset": "scifact", "split": "train", "size": 100}],
+        generate=[{"name": "gen", "queries": "{holdout.sf}", "split": "train", "references": "{holdout.sf}",
+                   "limit": 3}],
+        settings=[
+            {"name": "ws2", "loss": "ws2", "seeds": [0, 1, 2], "compare_to": "real",
+             "recipe": {"sources": [{"dataset": "{generate.gen}"}]}},
+            {"name": "real", "loss": "infonce", "recipe": {"sources": [{"dataset": "scifact", "qrels": "{mine.neg}"}]}},
+        ],
+        eval={"datasets": [{"dataset": "{holdout.sf}", "split": "dev"}, {"dataset": "scifact"}]},
+    )
+
+
+def test_seeds_holdout_and_placeholders_in_the_plan(tmp_path):
+    stages = {s.key: s for s in plan(parse_experiment(seeded_config(tmp_path)))}
+    assert list(stages)[:2] == ["holdout/sf", "generate/gen"]
+    assert stages["generate/gen"].deps == ["holdout/sf"]
+    assert stages["generate/gen"].spec["fidelity"] == ["bm25", "encoder"]
+    trained = [k for k in stages if k.startswith("train/")]
+    assert trained == ["train/ws2-seed0", "train/ws2-seed1", "train/ws2-seed2", "train/real"]
+    assert [stages[k].spec["train"]["seed"] for k in trained[:3]] == [0, 1, 2]
+    assert stages["train/ws2-seed1"].spec["setting"] == "ws2"
+    assert len({stages[k].fingerprint for k in trained}) == 4
+    dev_eval = stages["eval/ws2-seed2@sf-dev"]
+    assert sorted(dev_eval.deps) == ["holdout/sf", "train/ws2-seed2"]
+    assert "eval/base@sf-dev" in stages and "eval/real@scifact-test" in stages
+    only = [s.key for s in plan(parse_experiment(seeded_config(tmp_path)), only="ws2")]
+    assert "train/ws2-seed1" in only and "train/real" not in only
+
+
+def test_placeholders_are_checked_where_they_are_used(tmp_path):
+    bad = config_dict(tmp_path, eval={"datasets": [{"dataset": "{generate.gen}"}]})
+    with pytest.raises(ExperimentConfigError, match="not available there"):
+        parse_experiment(bad)
+    missing = seeded_config(tmp_path)
+    missing["generate"][0]["queries"] = "{holdout.nope}"
+    with pytest.raises(ExperimentConfigError, match="no \\[\\[holdout\\]\\] job is called 'nope'"):
+        parse_experiment(missing)
+    wrong = seeded_config(tmp_path)
+    wrong["settings"][0]["compare_to"] = "nothing"
+    with pytest.raises(ExperimentConfigError, match="compare_to"):
+        parse_experiment(wrong)
+
+
+def test_report_shows_mean_std_over_seeds_and_paired_p_values(tmp_path):
+    from synthrank.experiments.report import write_report
+
+    class SeededRunner(FakeRunner):
+        def _run_holdout(self, stage, outputs):
+            return self._body(stage)
+
+        def _run_eval(self, stage, outputs):
+            result = self._body(stage)
+            model = stage.spec["model"]
+            shift = {"base": 0.0, "real": 0.01}.get(model, 0.1 + 0.01 * int(model[-1]) if "seed" in model else 0.0)
+            per_query = {f"q{i}": {"nDCG@10": min(1.0, 0.3 + 0.002 * i + shift)} for i in range(40)}
+            mean = sum(v["nDCG@10"] for v in per_query.values()) / 40
+            (stage.output / "result.json").write_text(json.dumps({
+                "model": model, "dataset": stage.spec["dataset"], "split": stage.spec["split"], "num_queries": 40,
+                "metrics": {"nDCG@10": mean, "RR@10": 0.4}, "per_query": per_query}))
+            return result
+
+    config = parse_experiment(seeded_config(tmp_path))
+    SeededRunner(config).run()
+    out = write_report(config.run_dir(), tmp_path / "report")
+    text = (out / "report.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| ws2 |"))
+    assert "| 3 |" in row and "0.4490 ± 0.0100" in row  # seeds 0.10, 0.11, 0.12 over base's 0.339
+    sig = next(line for line in text.splitlines() if line.startswith("| ws2 | sf/dev |"))
+    assert "+0.1100 (p < 0.001)" in sig and "| real |" in sig and "+0.1000 (p < 0.001)" in sig and "40 / 0" in sig
+    assert (out / "plots" / "nDCG_at_10_sf_dev.png").is_file()

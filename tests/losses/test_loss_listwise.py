@@ -39,14 +39,15 @@ def reference_kl(scores: torch.Tensor, labels: torch.Tensor, tau: float, label_t
     return total / len(s)
 
 
-def reference_emd(scores: torch.Tensor, labels: torch.Tensor, tau: float, levels: int) -> float:
+def reference_emd(scores: torch.Tensor, labels: torch.Tensor, tau: float, levels: int,
+                  label_tau: float = 1.0) -> float:
     q, g = labels.shape
     s, lab = scores.tolist(), labels.tolist()
     total = 0.0
     for i in range(q):
         start = i * g if len(s[i]) != g else 0
         p = softmax_list([v / tau for v in s[i][start : start + g]])
-        t = softmax_list([float(v) for v in lab[i]])
+        t = softmax_list([float(v) / label_tau for v in lab[i]])
         mass_p = [sum(p[j] for j in range(g) if lab[i][j] == k) for k in range(levels)]
         mass_t = [sum(t[j] for j in range(g) if lab[i][j] == k) for k in range(levels)]
         cdf_p = cdf_t = 0.0
@@ -86,6 +87,16 @@ def test_emd_matches_loop(q: int, g: int, in_batch: bool, tau: float) -> None:
     levels = int(labels.max()) + 1
     got = get_loss("emd", temperature=tau)(scores, labels)
     assert got.item() == pytest.approx(reference_emd(scores, labels, tau, levels), rel=1e-10)
+
+
+@pytest.mark.parametrize("tau, label_tau", [(0.05, 0.25), (1.0, 3.0)])
+def test_emd_label_temperature_matches_loop(tau: float, label_tau: float) -> None:
+    scores, labels = batch(5, 4, 4)
+    levels = int(labels.max()) + 1
+    got = get_loss("emd", temperature=tau, label_temperature=label_tau)(scores, labels)
+    assert got.item() == pytest.approx(reference_emd(scores, labels, tau, levels, label_tau), rel=1e-10)
+    default = get_loss("emd", temperature=tau)(scores, labels)
+    assert abs(got.item() - default.item()) > 1e-6  # the option changes the targets
 
 
 def test_emd_num_levels_param() -> None:

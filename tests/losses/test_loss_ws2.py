@@ -18,7 +18,8 @@ def np_softmax(x: np.ndarray) -> np.ndarray:
     return z / z.sum(axis=1, keepdims=True)
 
 
-def reference_ws2(scores: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
+def reference_ws2(scores: np.ndarray, labels: np.ndarray, temperature: float = 1.0,
+                  label_temperature: float = 1.0) -> float:
     """Direct float64 formula with full D x D covariances and scipy's sqrtm."""
     q, g = labels.shape
     d = scores.shape[1]
@@ -27,7 +28,7 @@ def reference_ws2(scores: np.ndarray, labels: np.ndarray, temperature: float = 1
         start = i * g if d == q * g else 0  # [Q, G] scores: own block is 0..G-1
         expanded[i, start : start + g] = labels[i]
     p = np_softmax(scores.astype(np.float64) / temperature)
-    t = np_softmax(expanded)
+    t = np_softmax(expanded / label_temperature)
     mu_p, mu_t = p.mean(axis=0), t.mean(axis=0)
     cov_p = np.cov(p, rowvar=False, ddof=1)
     cov_t = np.cov(t, rowvar=False, ddof=1)
@@ -60,6 +61,35 @@ def test_matches_scipy_sqrtm(seed: int, q: int, g: int, temperature: float) -> N
     want = reference_ws2(scores.numpy(), labels.numpy(), temperature)
     assert want > 0
     assert got == pytest.approx(want, rel=1e-6)
+
+
+@pytest.mark.parametrize("temperature, label_temperature", [(0.05, 1.0), (0.05, 0.25), (1.0, 0.5)])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_score_scale_options_match_scipy(seed: int, temperature: float, label_temperature: float) -> None:
+    """Cosine-like scores in [-1, 1] (an L2-normalised encoder) with the score-scale options."""
+    scores, labels = batch(seed, 8, 4)
+    scores = torch.tanh(scores)
+    got = get_loss("ws2", temperature=temperature, label_temperature=label_temperature)(scores, labels).item()
+    want = reference_ws2(scores.numpy(), labels.numpy(), temperature, label_temperature)
+    assert got == pytest.approx(want, rel=1e-6)
+
+
+def test_label_temperature_sharpens_targets() -> None:
+    """Below 1 the target of a graded row concentrates on its top grade: predictions that put
+    all mass on each query's own top passage get closer to the targets."""
+    q, g = 6, 4
+    labels = torch.tensor([[3, 2, 1, 0]] * q)
+    scores = torch.full((q, q * g), -30.0, dtype=torch.float64)
+    for i in range(q):
+        scores[i, i * g] = 30.0
+    loss = {lt: get_loss("ws2", label_temperature=lt)(scores, labels).item() for lt in (1.0, 0.1)}
+    assert loss[0.1] < 0.1 * loss[1.0]
+
+
+def test_default_is_the_reference_formula() -> None:
+    scores, labels = batch(9, 5, 3)
+    explicit = get_loss("ws2", temperature=1.0, label_temperature=1.0)(scores, labels)
+    assert get_loss("ws2")(scores, labels).item() == explicit.item()
 
 
 @pytest.mark.parametrize("q, g", [(4, 3), (6, 5)])

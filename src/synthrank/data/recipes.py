@@ -77,6 +77,10 @@ class SourceSpec(BaseModel):
     queries: list[str] | str | None = Field(
         None, description="Query subset: a list of ids, or a file (one id per line, or a queries.jsonl)")
     max_queries: int | None = Field(None, ge=1, description="Random subset of this many queries (recipe seed)")
+    min_fidelity: float | None = Field(
+        None, ge=0, le=1, description="Consistency filter: keep a query only if the scorer orders its levels with at "
+        "least this pairwise accuracy (from the folder's fidelity.json, written by synthrank generate)")
+    fidelity_scorer: Literal["bm25", "encoder"] = Field("bm25", description="Scorer for min_fidelity")
 
     @model_validator(mode="after")
     def _check(self) -> "SourceSpec":
@@ -214,6 +218,22 @@ def _read_id_list(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def _read_fidelity(folder: Path, scorer: str, origin, index: int) -> dict[str, float]:
+    """Per-query pairwise ordering accuracy of ``scorer`` from ``folder/fidelity.json``."""
+    import json
+
+    path = folder / "fidelity.json"
+    field_name = f"sources[{index}].min_fidelity"
+    if not path.is_file():
+        raise RecipeError(origin, None, field_name, f"{path}: missing (synthrank generate writes it)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return {str(q): float(v) for q, v in data["scorers"][scorer]["per_query"].items()}
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise RecipeError(origin, None, field_name,
+                          f"{path}: no per-query accuracies for scorer {scorer!r}") from None
+
+
 def build_pools(recipe: Recipe) -> TrainingPools:
     """Read every source (corpora loaded once per folder) and build the per-query pools.
 
@@ -262,6 +282,12 @@ def build_pools(recipe: Recipe) -> TrainingPools:
             else:
                 wanted = set(spec.queries)
             selected = [qid for qid in selected if qid in wanted]
+        dropped_by_fidelity = 0
+        if spec.min_fidelity is not None:
+            accuracy = _read_fidelity(folder, spec.fidelity_scorer, origin, i)
+            kept = [qid for qid in selected if accuracy.get(qid, 0.0) >= spec.min_fidelity]
+            dropped_by_fidelity = len(selected) - len(kept)
+            selected = kept
         if spec.max_queries is not None and len(selected) > spec.max_queries:
             rng = np.random.default_rng([recipe.seed, i])
             keep = set(rng.choice(len(selected), size=spec.max_queries, replace=False).tolist())
@@ -316,6 +342,11 @@ def build_pools(recipe: Recipe) -> TrainingPools:
         stats["sources"][spec.label] = {"queries": used_queries, "rows": rows,
                                         "grades": dict(sorted(grade_counts.items())),
                                         "missing_passages": missing_passages, "missing_queries": missing_queries}
+        if spec.min_fidelity is not None:
+            stats["sources"][spec.label]["consistency_filter"] = {
+                "scorer": spec.fidelity_scorer, "min_fidelity": spec.min_fidelity, "dropped": dropped_by_fidelity,
+                "reason": f"{spec.fidelity_scorer} orders fewer than {spec.min_fidelity:.0%} of the level pairs correctly"}
+            log.info("%s: consistency filter dropped %d queries", spec.label, dropped_by_fidelity)
     result = TrainingPools(list(pools.values()), passages, stats)
     if not result.queries:
         raise RecipeError(origin, None, "sources", "no (query, passage) pairs left after filters and subsets")

@@ -26,6 +26,7 @@ class EvalResult:
     settings: dict = field(default_factory=dict)
     qrels_warnings: str | None = None
     cache_hit: bool | None = None
+    per_query: dict[str, dict[str, float]] = field(default_factory=dict)  # query id -> measure -> value
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -80,13 +81,13 @@ def evaluate_model(
         run, settings, cache_hit = _dense_run(model, data, query_ids, depth, watch, encoder_options or {},
                                               use_cache, show_progress)
     with watch.stage("metrics"):
-        means, _ = compute_metrics(data.qrels, run, measures, query_ids=query_ids)
+        means, per_query = compute_metrics(data.qrels, run, measures, query_ids=query_ids)
     if run_path is not None:
         write_run(run_path, run, tag=Path(str(model)).name or "synthrank")
     return EvalResult(
         model=str(model), dataset=str(dataset), split=split, num_queries=len(query_ids),
         metrics=means, timing=watch.total(), settings=settings,
-        qrels_warnings=warning, cache_hit=cache_hit,
+        qrels_warnings=warning, cache_hit=cache_hit, per_query=per_query,
     )
 
 

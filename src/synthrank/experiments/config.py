@@ -39,7 +39,20 @@ A config is a TOML (or JSON) file::
 
 Inside a setting's recipe, ``{generate.NAME}`` stands for the folder that generation job
 writes, ``{adapt.NAME}`` for the training folder that adapt job writes and ``{mine.NAME}`` for
-the qrels file that mining job writes.
+the qrels file that mining job writes. ``{holdout.NAME}`` (in recipes, generation queries and
+references, adapt corpora, mining and evaluation datasets) stands for the
+folder of a ``[[holdout]]`` job: a dataset whose ``dev`` qrels hold queries set aside for choosing
+settings and whose ``train`` qrels hold the rest::
+
+    [[holdout]]
+    name = "scifact"
+    dataset = "scifact"
+    split = "train"
+    size = 200                             # SciFact train claims kept for the dev split
+
+A setting with ``seeds = [0, 1, 2]`` is trained (and evaluated) once per seed, as models
+``NAME-seed0``, ``NAME-seed1``, ...; the report shows the mean and standard deviation over
+seeds and tests the per-query scores averaged over seeds.
 """
 
 from __future__ import annotations
@@ -55,7 +68,7 @@ from synthrank.data.config_files import read_config_file, validate_config
 from synthrank.data.errors import DataFormatError
 from synthrank.models.bundled import DEFAULT_ENCODER
 
-PLACEHOLDER = re.compile(r"\{(generate|mine|adapt)\.([A-Za-z0-9_.\-]+)\}")
+PLACEHOLDER = re.compile(r"\{(holdout|generate|mine|adapt)\.([A-Za-z0-9_.\-]+)\}")
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.+\-]*$"
 
 
@@ -78,6 +91,17 @@ class GenerateJob(BaseModel):
 
     def arguments(self) -> dict[str, Any]:
         return {k: v for k, v in self.model_dump().items() if k != "name"}
+
+
+class HoldoutJob(BaseModel):
+    """A dev split held out of a dataset's judged queries (see :mod:`synthrank.data.splits`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=NAME)
+    dataset: str
+    split: str = "train"
+    size: int = Field(ge=1)
+    seed: int = 0
 
 
 class AdaptJob(BaseModel):
@@ -123,6 +147,14 @@ class Setting(BaseModel):
     recipe: dict[str, Any]
     train: dict[str, Any] = Field(default_factory=dict)
     description: str = ""
+    seeds: list[int] | None = Field(None, min_length=1, description="Train once per seed (models NAME-seedN)")
+    compare_to: str | None = Field(None, description="Another setting this one is tested against in the report")
+
+    def model_names(self) -> list[tuple[str, int | None]]:
+        """(model name, seed) of each model this setting trains."""
+        if self.seeds is None:
+            return [(self.name, None)]
+        return [(f"{self.name}-seed{seed}", seed) for seed in self.seeds]
 
 
 class EvalSet(BaseModel):
@@ -158,6 +190,7 @@ class ExperimentConfig(BaseModel):
     output: str | None = None
     description: str = ""
     base: BaseModelSpec = Field(default_factory=BaseModelSpec)
+    holdout: list[HoldoutJob] = Field(default_factory=list)
     generate: list[GenerateJob] = Field(default_factory=list)
     adapt: list[AdaptJob] = Field(default_factory=list)
     mine: list[MineJob] = Field(default_factory=list)
@@ -174,19 +207,32 @@ class ExperimentConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_names(self) -> "ExperimentConfig":
-        for kind, items in (("generate", self.generate), ("adapt", self.adapt), ("mine", self.mine),
+        for kind, items in (("holdout", self.holdout), ("generate", self.generate), ("adapt", self.adapt),
+                            ("mine", self.mine),
                             ("settings", self.settings)):
             names = [item.name for item in items]
             duplicates = sorted({n for n in names if names.count(n) > 1})
             if duplicates:
                 raise ValueError(f"{kind}: duplicate names {duplicates}")
-        known = {"generate": {g.name for g in self.generate}, "mine": {m.name for m in self.mine},
-                 "adapt": {a.name for a in self.adapt}}
-        for setting in self.settings:
-            for kind, name in PLACEHOLDER.findall(json.dumps(setting.recipe)):
+        known = {"holdout": {h.name for h in self.holdout}, "generate": {g.name for g in self.generate},
+                 "mine": {m.name for m in self.mine}, "adapt": {a.name for a in self.adapt}}
+        allowed = {"generate": {"holdout"}, "adapt": {"holdout"}, "mine": {"holdout"}, "eval": {"holdout"},
+                   "settings": {"holdout", "generate", "mine", "adapt"}}
+        places = ([("generate", f"generate '{g.name}'", g.model_dump()) for g in self.generate]
+                  + [("adapt", f"adapt '{a.name}'", a.model_dump()) for a in self.adapt]
+                  + [("mine", f"mine '{m.name}'", m.model_dump()) for m in self.mine]
+                  + [("settings", f"settings '{s.name}': recipe", s.recipe) for s in self.settings]
+                  + [("eval", "eval", self.eval.model_dump())])
+        for section, where, payload in places:
+            for kind, name in PLACEHOLDER.findall(json.dumps(payload)):
+                if kind not in allowed[section]:
+                    raise ValueError(f"{where} names {{{kind}.{name}}}, which is not available there")
                 if name not in known[kind]:
-                    raise ValueError(f"settings '{setting.name}': recipe names {{{kind}.{name}}}, "
-                                     f"but no [[{kind}]] job is called {name!r}")
+                    raise ValueError(f"{where} names {{{kind}.{name}}}, but no [[{kind}]] job is called {name!r}")
+        setting_names = {s.name for s in self.settings}
+        for setting in self.settings:
+            if setting.compare_to is not None and setting.compare_to not in setting_names | {"base"}:
+                raise ValueError(f"settings '{setting.name}': compare_to {setting.compare_to!r} is no setting")
         return self
 
     def run_dir(self) -> Path:

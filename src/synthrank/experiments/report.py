@@ -10,8 +10,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from synthrank import __version__
 from synthrank.data.beir import atomic_write
+from synthrank.evaluate.significance import compare, mean_over_seeds
 from synthrank.experiments.provenance import code_version
 
 BASE = "base"
@@ -46,10 +49,10 @@ def collect(run_dir: str | Path) -> RunRecords:
     """Every stage record, in pipeline order and, within a kind, in the config's order."""
     run_dir = Path(run_dir)
     records = RunRecords()
-    pipeline_order = {"generate": 0, "mine": 1, "train": 2, "eval": 3}
+    pipeline_order = {"holdout": 0, "generate": 1, "mine": 2, "train": 3, "eval": 4}
     config = _read_json(run_dir / "experiment.json") or {}
-    declared = {kind: [entry.get("name") for entry in config.get(kind, [])] for kind in ("generate", "mine")}
-    declared["train"] = [BASE] + [s.get("name") for s in config.get("settings", [])]
+    declared = {kind: [entry.get("name") for entry in config.get(kind, [])] for kind in ("holdout", "generate", "mine")}
+    declared["train"] = [BASE] + [model for s in config.get("settings", []) for model, _ in _models_of(s)]
     declared["eval"] = declared["train"]
 
     def position(record_file: Path) -> tuple:
@@ -76,39 +79,159 @@ def collect(run_dir: str | Path) -> RunRecords:
     return records
 
 
+def _models_of(setting: dict) -> list[tuple[str, int | None]]:
+    """(model, seed) of each model a setting (as written in experiment.json) trains."""
+    seeds = setting.get("seeds")
+    if not seeds:
+        return [(setting.get("name"), None)]
+    return [(f"{setting.get('name')}-seed{seed}", seed) for seed in seeds]
+
+
 def _eval_label(record: dict) -> str:
-    return f"{Path(record['spec']['dataset']).name}/{record['spec']['split']}"
+    dataset = record["spec"]["dataset"]
+    name = Path(dataset).name.replace("{", "").replace("}", "").replace("holdout.", "")
+    return f"{name}/{record['spec']['split']}"
+
+
+def setting_of(records: RunRecords) -> dict[str, str]:
+    """Model name -> the setting it belongs to (seeded models share their setting)."""
+    mapping = {BASE: BASE}
+    for record in records.stages:
+        kind, name = record["stage"].split("/", 1)
+        if kind == "train":
+            mapping[name] = (record.get("spec") or {}).get("setting") or name
+    return mapping
+
+
+@dataclass
+class SettingScores:
+    """One setting on one eval set: the metric of each seed's model and per-query values."""
+
+    metrics: dict[str, list[float]] = field(default_factory=dict)       # measure -> one value per model
+    per_query: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # measure -> per model
+
+    def mean(self, measure: str) -> float | None:
+        values = self.metrics.get(measure)
+        return float(np.mean(values)) if values else None
+
+    def std(self, measure: str) -> float | None:
+        values = self.metrics.get(measure)
+        return float(np.std(values, ddof=1)) if values and len(values) > 1 else None
+
+    def seeds(self, measure: str) -> int:
+        return len(self.metrics.get(measure, []))
+
+    def query_means(self, measure: str) -> dict[str, float] | None:
+        runs = self.per_query.get(measure)
+        if not runs or any(not run for run in runs):
+            return None
+        return mean_over_seeds(runs)
+
+
+def scores_by_setting(records: RunRecords) -> tuple[list[str], list[str], dict[tuple[str, str], SettingScores]]:
+    """(settings in order, eval sets in order, (setting, eval set) -> scores)."""
+    owner = setting_of(records)
+    settings: list[str] = []
+    sets: list[str] = []
+    table: dict[tuple[str, str], SettingScores] = {}
+    for record in records.evals:
+        setting = owner.get(record["spec"]["model"], record["spec"]["model"])
+        label = _eval_label(record)
+        settings += [setting] if setting not in settings else []
+        sets += [label] if label not in sets else []
+        scores = table.setdefault((setting, label), SettingScores())
+        result = record["result"]
+        for measure, value in result["metrics"].items():
+            scores.metrics.setdefault(measure, []).append(value)
+            per_query = result.get("per_query") or {}
+            scores.per_query.setdefault(measure, []).append({q: v[measure] for q, v in per_query.items() if measure in v})
+    settings.sort(key=lambda name: name != BASE)
+    return settings, sets, table
+
+
+def _cell(scores: SettingScores | None, measure: str) -> tuple[float | None, str]:
+    mean = scores.mean(measure) if scores else None
+    if mean is None:
+        return None, "—"
+    std = scores.std(measure)
+    return mean, f"{mean:.4f}" + (f" ± {std:.4f}" if std is not None else "")
 
 
 def results_table(records: RunRecords, measures: tuple[str, ...] = ("nDCG@10", "RR@10")) -> str:
-    """Settings x eval sets; the base model first, the best value of each column in bold."""
-    models: list[str] = []
-    sets: list[str] = []
-    values: dict[tuple[str, str, str], float] = {}
-    for record in records.evals:
-        model, label = record["spec"]["model"], _eval_label(record)
-        models += [model] if model not in models else []
-        sets += [label] if label not in sets else []
-        for measure in measures:
-            if measure in record["result"]["metrics"]:
-                values[model, label, measure] = record["result"]["metrics"][measure]
-    first_seen = {m: i for i, m in enumerate(models)}
-    models.sort(key=lambda m: (m != BASE, first_seen[m]))
-    header = "| setting | " + " | ".join(f"{s} {m}" for s in sets for m in measures) + " |"
-    rule = "|---|" + "---|" * (len(sets) * len(measures))
+    """Settings x eval sets (mean ± std over seeds); the base model first, each column's best in bold."""
+    settings, sets, table = scores_by_setting(records)
+    header = "| setting | seeds | " + " | ".join(f"{s} {m}" for s in sets for m in measures) + " |"
+    rule = "|---|---|" + "---|" * (len(sets) * len(measures))
     lines = [header, rule]
-    for model in models:
+    for setting in settings:
         cells = []
+        seeds = max((table[setting, label].seeds(m) for label in sets for m in measures if (setting, label) in table),
+                    default=0)
         for label in sets:
             for measure in measures:
-                value = values.get((model, label, measure))
-                column = [v for (mm, ll, me), v in values.items() if ll == label and me == measure]
-                text = "—" if value is None else f"{value:.4f}"
+                value, text = _cell(table.get((setting, label)), measure)
+                column = [table[s, label].mean(measure) for s in settings if (s, label) in table]
+                column = [v for v in column if v is not None]
                 if value is not None and len(set(column)) > 1 and value == max(column):
                     text = f"**{text}**"
                 cells.append(text)
-        name = f"{model} (untrained)" if model == BASE else model
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        name = f"{setting} (untrained)" if setting == BASE else setting
+        lines.append(f"| {name} | {seeds} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def significance_table(records: RunRecords, config: dict, measure: str = "nDCG@10") -> str:
+    """Each setting against the base model and against its ``compare_to`` setting: the difference
+    of the means and the p-value of a paired randomization test over queries (per-query scores
+    averaged over seeds)."""
+    settings, sets, table = scores_by_setting(records)
+    compare_to = {s.get("name"): s.get("compare_to") for s in config.get("settings", [])}
+    lines = [f"| setting | eval set | Δ {measure} vs base (p) | vs | Δ (p) | wins / losses vs base |",
+             "|---|---|---|---|---|---|"]
+    for setting in settings:
+        if setting == BASE:
+            continue
+        for label in sets:
+            mine = table.get((setting, label))
+            queries = mine.query_means(measure) if mine else None
+            if queries is None:
+                continue
+            cells = []
+            wins = "—"
+            for other in (BASE, compare_to.get(setting)):
+                theirs = table.get((other, label)) if other else None
+                baseline = theirs.query_means(measure) if theirs else None
+                if baseline is None:
+                    cells.append("—")
+                    continue
+                result = compare(queries, baseline)
+                cells.append(f"{result['delta']:+.4f} ({_p(result['p_value'])})")
+                if other == BASE:
+                    wins = f"{result['wins']} / {result['losses']}"
+            lines.append(f"| {setting} | {label} | {cells[0]} | {compare_to.get(setting) or '—'} | {cells[1]} | {wins} |")
+    return "\n".join(lines)
+
+
+def _p(value: float) -> str:
+    return "p < 0.001" if value < 0.001 else f"p = {value:.3f}"
+
+
+def fidelity_table(records: RunRecords) -> str:
+    """Level fidelity of each generation job (from its manifest): pairwise ordering accuracy."""
+    lines = []
+    for record in records.stages:
+        kind, name = record["stage"].split("/", 1)
+        fidelity = (record.get("details") or {}).get("fidelity") if kind == "generate" else None
+        if not fidelity:
+            continue
+        for scorer, result in fidelity.items():
+            pairs = result.get("pairs", {})
+            if not lines:
+                lines = ["| generation | scorer | " + " | ".join(pairs) + " | mean | mean score per level |",
+                         "|---|---|" + "---|" * (len(pairs) + 2)]
+            means = ", ".join(f"L{g} {v:.3f}" for g, v in result.get("mean_score", {}).items() if v is not None)
+            cells = " | ".join("—" if v is None else f"{v:.3f}" for v in pairs.values())
+            lines.append(f"| {name} | {scorer} | {cells} | {result.get('mean_accuracy')} | {means} |")
     return "\n".join(lines)
 
 
@@ -128,7 +251,8 @@ def stage_table(records: RunRecords) -> str:
 def settings_table(records: RunRecords, config: dict) -> str:
     """What each trained model is: loss, temperature, group size, steps, first-step and mean loss."""
     descriptions = {s.get("name"): s.get("description", "") for s in config.get("settings", [])}
-    lines = ["| setting | loss | τ | group | steps | first-step loss → mean loss | description |", "|---|---|---|---|---|---|---|"]
+    lines = ["| model | loss | τ | label τ | group | steps | first-step loss → mean loss | description |",
+             "|---|---|---|---|---|---|---|---|"]
     for record in records.stages:
         kind, name = record["stage"].split("/", 1)
         if kind != "train":
@@ -137,9 +261,11 @@ def settings_table(records: RunRecords, config: dict) -> str:
         train = spec.get("train", {})
         first, last = details.get("first_loss"), details.get("train_loss")
         losses = f"{first:.4f} → {last:.4f}" if first is not None and last is not None else "—"
-        lines.append(f"| {name} | {spec.get('loss', '?')} | {train.get('temperature', 1.0):g} | "
+        label_tau = (train.get("loss_params") or {}).get("label_temperature", 1.0)
+        setting = spec.get("setting") or name
+        lines.append(f"| {name} | {spec.get('loss', '?')} | {train.get('temperature', 1.0):g} | {label_tau:g} | "
                      f"{spec.get('recipe', {}).get('group_size', '?')} | {details.get('global_step', '—')} | "
-                     f"{losses} | {descriptions.get(name, '')} |")
+                     f"{losses} | {descriptions.get(setting, '')} |")
     return "\n".join(lines)
 
 
@@ -151,21 +277,20 @@ def plot(records: RunRecords, folder: Path, measure: str = "nDCG@10") -> list[Pa
 
     folder.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    by_set: dict[str, list[tuple[str, float]]] = {}
-    for record in records.evals:
-        value = record["result"]["metrics"].get(measure)
-        if value is not None:
-            by_set.setdefault(_eval_label(record), []).append((record["spec"]["model"], value))
-    for label, points in by_set.items():
-        order = {name: i for i, (name, _) in enumerate(points)}  # records come in config order
-        points.sort(key=lambda p: (p[0] != BASE, order[p[0]]))
+    settings, sets, table = scores_by_setting(records)
+    for label in sets:
+        points = [(s, table[s, label].mean(measure), table[s, label].std(measure) or 0.0)
+                  for s in settings if (s, label) in table and table[s, label].mean(measure) is not None]
+        if not points:
+            continue
         fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(points) + 1), 3.6))
-        colors = ["#888888" if name == BASE else "#2b6cb0" for name, _ in points]
-        bars = ax.bar([name for name, _ in points], [v for _, v in points], color=colors)
-        ax.bar_label(bars, fmt="%.3f", fontsize=8)
-        ax.set_ylabel(measure)
+        colors = ["#888888" if name == BASE else "#2b6cb0" for name, _, _ in points]
+        bars = ax.bar([name for name, _, _ in points], [v for _, v, _ in points], color=colors,
+                      yerr=[e for _, _, e in points], capsize=4, error_kw={"elinewidth": 1})
+        ax.bar_label(bars, fmt="%.3f", fontsize=8, padding=2)
+        ax.set_ylabel(measure + (" (mean ± std over seeds)" if any(e for _, _, e in points) else ""))
         ax.set_title(f"{measure} on {label}")
-        ax.set_ylim(0, max(v for _, v in points) * 1.15)
+        ax.set_ylim(0, max(v + e for _, v, e in points) * 1.15)
         ax.tick_params(axis="x", rotation=20)
         fig.tight_layout()
         path = folder / f"{measure.replace('@', '_at_')}_{label.replace('/', '_')}.png"
@@ -209,7 +334,7 @@ def manifest(records: RunRecords, run_dir: Path) -> dict:
         from synthrank.data.resolve import resolve_dataset
 
         try:
-            resolved = resolve_dataset(record["spec"]["dataset"], download=False)
+            resolved = resolve_dataset(record["result"].get("dataset") or record["spec"]["dataset"], download=False)
             data_files = {
                 "qrels": _sha256(resolved / "qrels" / f"{record['spec']['split']}.tsv"),
                 "corpus": _sha256(resolved / "corpus.jsonl"),
@@ -246,7 +371,18 @@ def write_report(run_dir: str | Path, output: str | Path | None = None) -> Path:
     if config.get("description"):
         lines += [config["description"], ""]
     lines += ["## Results", "", results_table(records), ""]
+    significance = significance_table(records, config)
+    if significance.count("\n") > 1:
+        lines += ["## Significance", "",
+                  "Paired randomization test over queries (10,000 resamples, two-sided) on nDCG@10; a setting "
+                  "trained with several seeds is tested on its per-query scores averaged over the seeds.", "",
+                  significance, ""]
     lines += [f"![{p.stem}](plots/{p.name})" for p in plots] + [""]
+    fidelity = fidelity_table(records)
+    if fidelity:
+        lines += ["## Level fidelity", "",
+                  "Share of level pairs (per query, higher level vs lower level) that an independent scorer "
+                  "orders correctly; 0.5 is chance (see `synthrank.generate.fidelity`).", "", fidelity, ""]
     if any(r["stage"].startswith("train/") for r in records.stages):
         lines += ["## Settings", "", settings_table(records, config), ""]
     lines += ["## Stages", "", stage_table(records), ""]

@@ -31,6 +31,8 @@ from synthrank.experiments.provenance import code_version
 log = logging.getLogger(__name__)
 
 BASE = "base"
+# The arguments of an [[adapt]] job that name files or folders (relative to the config's folder).
+ADAPT_PATHS = ("corpus", "few_shot", "query_prompt", "system_prompt")
 
 
 @dataclass
@@ -79,6 +81,17 @@ def _absolute(value: str, base_dir: Path | None) -> str:
     return str(path if path.is_absolute() else (base_dir / path).resolve())
 
 
+def _placeholder_deps(payload: Any) -> list[str]:
+    """The stages whose outputs ``{kind.NAME}`` placeholders in ``payload`` name."""
+    text = payload if isinstance(payload, str) else json.dumps(payload)
+    return sorted({f"{kind}/{name}" for kind, name in PLACEHOLDER.findall(text)})
+
+
+def _eval_label(eval_set) -> str:
+    """``scifact-test``; a placeholder dataset ``{holdout.scifact}`` gives ``scifact-dev`` too."""
+    return eval_set.label.replace("/", "-").replace("{", "").replace("}", "").replace("holdout.", "")
+
+
 def plan(config: ExperimentConfig, only: str | None = None) -> list[Stage]:
     """All stages in execution order, with outputs and fingerprints; ``only`` keeps one setting
     (or ``base``) and the stages it needs."""
@@ -93,42 +106,56 @@ def plan(config: ExperimentConfig, only: str | None = None) -> list[Stage]:
         stages[stage.key] = stage
         return stage
 
+    for job in config.holdout:
+        spec = job.model_dump()
+        spec["dataset"] = _absolute(spec["dataset"], config.base_dir)
+        add(Stage("holdout", job.name, spec))
     for job in config.generate:
         args = job.arguments()
-        args["queries"] = _absolute(args["queries"], config.base_dir)
-        add(Stage("generate", job.name, args))
-    for job in config.adapt:
-        args = job.arguments()
-        for key in ("corpus", "few_shot", "query_prompt", "system_prompt"):  # files named in the config
+        for key in ("queries", "references"):
             if isinstance(args.get(key), str):
                 args[key] = _absolute(args[key], config.base_dir)
-        add(Stage("adapt", job.name, args))
+        # Fidelity of the generated levels under BM25 and the experiment's base encoder.
+        args.setdefault("fidelity", ["bm25", "encoder"])
+        args.setdefault("fidelity_encoder", config.base.model)
+        add(Stage("generate", job.name, args, _placeholder_deps(args)))
+    for job in config.adapt:
+        args = job.arguments()
+        for key in ADAPT_PATHS:  # files named in the config
+            if isinstance(args.get(key), str):
+                args[key] = _absolute(args[key], config.base_dir)
+        add(Stage("adapt", job.name, args, _placeholder_deps(args)))
     for job in config.mine:
         spec = job.model_dump()
         spec["dataset"] = _absolute(spec["dataset"], config.base_dir)
-        add(Stage("mine", job.name, spec))
+        add(Stage("mine", job.name, spec, _placeholder_deps(spec)))
+    models: list[str] = [BASE] if config.base.evaluate else []
     for setting in config.settings:
-        recipe_text = json.dumps(setting.recipe)
-        deps = sorted({f"{kind}/{name}" for kind, name in PLACEHOLDER.findall(recipe_text)})
-        train_options = {**config.train, **setting.train}
-        spec = {"loss": setting.loss, "recipe": setting.recipe, "train": train_options, "model": config.base.model}
-        add(Stage("train", setting.name, spec, deps))
-    models = ([BASE] if config.base.evaluate else []) + [s.name for s in config.settings]
+        deps = _placeholder_deps(setting.recipe)
+        for model, seed in setting.model_names():
+            train_options = {**config.train, **setting.train}
+            if seed is not None:
+                train_options["seed"] = seed
+            spec = {"loss": setting.loss, "recipe": setting.recipe, "train": train_options, "model": config.base.model,
+                    "setting": setting.name, "seed": train_options.get("seed")}
+            add(Stage("train", model, spec, deps))
+            models.append(model)
     for model in models:
         for eval_set in config.eval.datasets:
-            spec = {"model": model, "dataset": _absolute(eval_set.dataset, config.base_dir), "split": eval_set.split,
-                    "measures": config.eval.measures}
+            dataset = _absolute(eval_set.dataset, config.base_dir)
+            spec = {"model": model, "dataset": dataset, "split": eval_set.split, "measures": config.eval.measures}
             if model == BASE:
                 spec["base_model"] = config.base.model
-            deps = [] if model == BASE else [f"train/{model}"]
-            add(Stage("eval", f"{model}@{eval_set.label.replace('/', '-')}", spec, deps))
+            deps = ([] if model == BASE else [f"train/{model}"]) + _placeholder_deps(dataset)
+            add(Stage("eval", f"{model}@{_eval_label(eval_set)}", spec, deps))
     ordered = list(stages.values())
     if only is not None:
         if only != BASE and only not in {s.name for s in config.settings}:
             raise ValueError(f"--only {only!r}: no such setting; settings: {[BASE] + [s.name for s in config.settings]}")
         wanted: set[str] = set()
-        roots = [s.key for s in ordered if s.kind == "eval" and s.spec["model"] == only]
-        roots += [f"train/{only}"] if only != BASE else []
+        only_models = {BASE} if only == BASE else {m for m, _ in config.setting(only).model_names()}
+        roots = [s.key for s in ordered if s.kind == "eval" and s.spec["model"] in only_models]
+        roots += [f"train/{m}" for m in only_models if m != BASE]
         stack = list(roots)
         while stack:
             key = stack.pop()
@@ -201,15 +228,21 @@ def _write_record(stage: Stage, **fields) -> None:
         handle.write(json.dumps(record, indent=2, default=str) + "\n")
 
 
+def fill_placeholders(value: str, outputs: dict[str, Path], base_dir: Path | None) -> str:
+    """``{generate.X}`` / ``{holdout.X}`` -> that stage's folder, ``{mine.X}`` -> its qrels file;
+    other relative paths made absolute against the config's folder."""
+    def repl(match):
+        kind, name = match.groups()
+        target = outputs[f"{kind}/{name}"]
+        return str(target / "qrels" / "train.tsv") if kind == "mine" else str(target)
+    replaced = PLACEHOLDER.sub(repl, value)
+    return replaced if replaced != value else _absolute(value, base_dir)
+
+
 def substitute(recipe: dict, outputs: dict[str, Path], base_dir: Path | None) -> dict:
-    """Replace ``{generate.X}`` / ``{adapt.X}`` / ``{mine.X}`` by upstream outputs and make relative paths absolute."""
+    """Fill the placeholders of a recipe's sources (see :func:`fill_placeholders`)."""
     def fill(value: str) -> str:
-        def repl(match):
-            kind, name = match.groups()
-            target = outputs[f"{kind}/{name}"]
-            return str(target / "qrels" / "train.tsv") if kind == "mine" else str(target)
-        replaced = PLACEHOLDER.sub(repl, value)
-        return replaced if replaced != value else _absolute(value, base_dir)
+        return fill_placeholders(value, outputs, base_dir)
 
     recipe = json.loads(json.dumps(recipe))
     for source in recipe.get("sources", []):
@@ -299,16 +332,31 @@ class Runner:
 
     # -- stages -------------------------------------------------------------------------------
 
+    def _fill(self, value, outputs):
+        return fill_placeholders(value, outputs, self.config.base_dir) if isinstance(value, str) else value
+
+    def _run_holdout(self, stage: Stage, outputs) -> dict:
+        from synthrank.data import resolve_dataset
+        from synthrank.data.splits import make_holdout
+
+        spec = stage.spec
+        counts = make_holdout(resolve_dataset(spec["dataset"]), spec["split"], spec["size"], spec["seed"], stage.output)
+        return {"counts": counts, "folder": str(stage.output)}
+
     def _run_generate(self, stage: Stage, outputs) -> dict:
         from synthrank.generate.api import generate
 
-        result = generate(output=stage.output, progress=self.show_progress, **stage.spec)
-        return {"counts": result.manifest.get("counts"), "manifest": str(stage.output / "manifest.json")}
+        args = {key: self._fill(value, outputs) for key, value in stage.spec.items()}
+        result = generate(output=stage.output, progress=self.show_progress, **args)
+        return {"counts": result.manifest.get("counts"), "fidelity": result.manifest.get("fidelity"),
+                "manifest": str(stage.output / "manifest.json")}
 
     def _run_adapt(self, stage: Stage, outputs) -> dict:
         from synthrank.generate.adapt import adapt
 
-        result = adapt(output=stage.output, progress=self.show_progress, **stage.spec)
+        # Only the arguments that name files or folders take placeholders (a style is free text).
+        args = {key: self._fill(value, outputs) if key in ADAPT_PATHS else value for key, value in stage.spec.items()}
+        result = adapt(output=stage.output, progress=self.show_progress, **args)
         manifest = result.manifest
         return {"filter": manifest["filter"], "contexts": manifest["contexts"],
                 "manifest": str(stage.output / "manifest.json")}
@@ -317,8 +365,8 @@ class Runner:
         from synthrank.retrieval.mining import mine_negatives, write_mined
 
         spec = stage.spec
-        result = mine_negatives(spec["dataset"], spec["split"], top_k=spec["top_k"], skip_top=spec["skip_top"],
-                                show_progress=self.show_progress)
+        result = mine_negatives(self._fill(spec["dataset"], outputs), spec["split"], top_k=spec["top_k"],
+                                skip_top=spec["skip_top"], show_progress=self.show_progress)
         path = write_mined(result, stage.output, grade=spec["grade"])
         return {"qrels": str(path), **result.stats}
 
@@ -362,7 +410,7 @@ class Runner:
 
         spec = stage.spec
         model = spec["base_model"] if spec["model"] == BASE else str(outputs[f"train/{spec['model']}"] / "model")
-        result = evaluate_model(model, spec["dataset"], spec["split"], measures=spec["measures"],
+        result = evaluate_model(model, self._fill(spec["dataset"], outputs), spec["split"], measures=spec["measures"],
                                 show_progress=self.show_progress)
         with atomic_write(stage.output / "result.json") as handle:
             handle.write(json.dumps(result.to_json(), indent=2) + "\n")

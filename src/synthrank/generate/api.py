@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from synthrank.generate.backends.base import Backend
 from synthrank.generate.export import export_beir
 from synthrank.generate.levels import default_levels, load_levels
 from synthrank.generate.prompts import PromptSet
+from synthrank.generate.references import load_references
 from synthrank.generate.queries import (
     load_query_source, parse_shard, read_id_list, select_queries, shard_queries,
 )
@@ -66,9 +68,11 @@ def generate(
     split: str | None = None,
     shard: str | None = None,
     mode: str = "auto",
+    references: str | Path | None = None,
     system_prompt: str | Path | None = None,
     joint_prompt: str | Path | None = None,
     level_prompt: str | Path | None = None,
+    grounded_prompt: str | Path | None = None,
     few_shot: str | Path | bool = True,
     temperature: float = 0.7,
     top_p: float = 0.95,
@@ -80,22 +84,42 @@ def generate(
     progress: bool = True,
     backend_instance: Backend | None = None,
     backend_options: dict | None = None,
+    fidelity: tuple[str, ...] | list[str] = ("bm25",),
+    fidelity_encoder: str | None = None,
 ) -> GenerateResult:
-    """Generate graded passages for the selected queries into ``output`` (a store and a BEIR folder)."""
+    """Generate graded passages for the selected queries into ``output`` (a store and a BEIR folder).
+
+    ``references`` switches to grounded mode (``mode`` "auto" or "grounded"): a BEIR folder or
+    dataset name whose ``split`` qrels give each query's real top-level passage, or a JSONL file
+    of ``{"query-id", "corpus-id", "title", "text"}``; the model writes the other levels relative
+    to it. Only queries that have a reference are selected."""
+    if mode == "grounded" and references is None:
+        raise ValueError("mode 'grounded' needs references (a BEIR folder with qrels, or a JSONL file)")
+    if references is not None and mode not in ("auto", "grounded"):
+        raise ValueError(f"references are used by grounded mode only, not mode {mode!r}")
     all_queries = load_query_source(queries, split=split)
+    reference_map = None
+    if references is not None:
+        reference_map = load_references(references, split, all_queries)
+        if not reference_map:
+            raise ValueError(f"{references}: no reference passage for any of the {len(all_queries)} queries")
+        all_queries = {qid: text for qid, text in all_queries.items() if qid in reference_map}
     ids = read_id_list(query_ids) if isinstance(query_ids, str) else query_ids
     selected = select_queries(all_queries, ids=ids, sample=sample, seed=seed, limit=limit)
     shard_spec = parse_shard(shard)
     selected = shard_queries(selected, shard_spec)
     level_list = load_levels(levels_file) if levels_file else default_levels(levels)
-    prompts = PromptSet.load(system_prompt, joint_prompt, level_prompt, few_shot)
+    prompts = PromptSet.load(system_prompt, joint_prompt, level_prompt, few_shot,
+                             grounded=(grounded_prompt or True) if reference_map else None)
     owned = backend_instance is None
     engine = backend_instance or build_backend(backend, model, concurrency, **(backend_options or {}))
     try:
-        config = GenerationConfig(levels=level_list, per_level=per_level, mode=resolve_mode(mode, engine),
+        config = GenerationConfig(levels=level_list, per_level=per_level,
+                                  mode="grounded" if reference_map else resolve_mode(mode, engine),
                                   temperature=temperature, top_p=top_p, max_tokens_per_passage=max_tokens_per_passage,
                                   min_words=min_words, max_words=max_words, max_attempts=max_attempts, seed=seed)
-        generator = Generator(engine, prompts, config)
+        generator = Generator(engine, prompts, config,
+                              {qid: reference_map[qid] for qid in selected} if reference_map else None)
         summary = generator.run(selected, output, shard=shard, retry_failed=retry_failed, progress=progress)
     finally:
         if owned:
@@ -103,7 +127,70 @@ def generate(
     with Store.in_dir(output) as store:
         manifest = export_beir(store, generator.fingerprint, output,
                                extra={"shard": shard, "this_session": _session_stats(summary)})
+    if fidelity:
+        manifest = add_fidelity(output, manifest, fidelity, fidelity_encoder, progress)
     return GenerateResult(summary, manifest, Path(output))
+
+
+FIDELITY_SCORERS = ("bm25", "encoder")
+
+
+def measure_fidelity(folder: str | Path, split: str = "train", scorers=("bm25", "encoder"),
+                     encoder: str | None = None, progress: bool = False) -> dict[str, dict]:
+    """Level fidelity of any graded BEIR folder and split (see :mod:`synthrank.generate.fidelity`)."""
+    from synthrank.data import load_beir
+    from synthrank.generate.fidelity import bm25_scorer, encoder_scorer, level_fidelity
+    from synthrank.models.bundled import DEFAULT_ENCODER
+
+    unknown = sorted(set(scorers) - set(FIDELITY_SCORERS))
+    if unknown:
+        raise ValueError(f"unknown fidelity scorer(s) {', '.join(unknown)}; known: {', '.join(FIDELITY_SCORERS)}")
+    data = load_beir(folder, split)
+    if not len(data.corpus):
+        return {}
+    build = {"bm25": lambda: bm25_scorer(data.corpus),
+             "encoder": lambda: encoder_scorer(data.corpus, encoder or DEFAULT_ENCODER, show_progress=progress)}
+    results = level_fidelity(data.queries, data.qrels, {name: build[name]() for name in scorers})
+    if "encoder" in results:
+        results["encoder"]["model"] = encoder or DEFAULT_ENCODER
+    return results
+
+
+def add_fidelity(folder: str | Path, manifest: dict, scorers, encoder: str | None = None,
+                 progress: bool = False) -> dict:
+    """Score the exported levels with independent scorers, write ``fidelity.json`` (with
+    per-query accuracies, for the consistency filter of recipes) and the summary into
+    ``manifest.json``."""
+    from synthrank.data import atomic_write
+
+    folder = Path(folder)
+    results = measure_fidelity(folder, "train", scorers, encoder, progress)
+    if not results:
+        return manifest
+    with atomic_write(folder / "fidelity.json") as handle:
+        json.dump({"scorers": results}, handle, indent=1)
+        handle.write("\n")
+    manifest["fidelity"] = {name: {k: v for k, v in result.items() if k != "per_query"}
+                            for name, result in results.items()}
+    with atomic_write(folder / "manifest.json") as handle:
+        json.dump(manifest, handle, indent=2, ensure_ascii=False)
+        handle.write("\n")
+    return manifest
+    model = encoder or DEFAULT_ENCODER
+    build = {"bm25": lambda: bm25_scorer(data.corpus),
+             "encoder": lambda: encoder_scorer(data.corpus, model, show_progress=progress)}
+    results = level_fidelity(data.queries, data.qrels, {name: build[name]() for name in scorers})
+    with atomic_write(folder / "fidelity.json") as handle:
+        json.dump({"encoder": model if "encoder" in scorers else None, "scorers": results}, handle, indent=1)
+        handle.write("\n")
+    manifest["fidelity"] = {name: {k: v for k, v in result.items() if k != "per_query"}
+                            for name, result in results.items()}
+    if "encoder" in scorers:
+        manifest["fidelity"]["encoder"]["model"] = model
+    with atomic_write(folder / "manifest.json") as handle:
+        json.dump(manifest, handle, indent=2, ensure_ascii=False)
+        handle.write("\n")
+    return manifest
 
 
 def _session_stats(summary: RunSummary) -> dict:

@@ -41,7 +41,13 @@ def generate_command(
     concurrency: Annotated[Optional[int], typer.Option("--concurrency", help="Requests in flight / sequences per batch")] = None,
     shard: Annotated[Optional[str], typer.Option("--shard", help="i/n: this machine's share of the queries (0 <= i < n)")] = None,
     mode: Annotated[str, typer.Option("--mode", help="joint (all levels in one JSON answer, per-level fallback), "
-                                                    "per-level, or auto (per-level for the bundled model, else joint)")] = "auto",
+                                                    "per-level, grounded (needs --references), or auto (grounded with --references, "
+                                                    "else per-level for the bundled model, else joint)")] = "auto",
+    references: Annotated[Optional[str], typer.Option("--references", help="Grounded mode: BEIR folder or dataset name "
+                                                      "whose --split qrels give each query's real top-level passage, "
+                                                      "or a JSONL of {query-id, corpus-id, title, text}; the model "
+                                                      "writes the other levels relative to it")] = None,
+    grounded_prompt: Annotated[Optional[Path], typer.Option("--grounded-prompt", help="Template file overriding the grounded prompt")] = None,
     system_prompt: Annotated[Optional[Path], typer.Option("--system-prompt", help="Template file overriding the system prompt")] = None,
     joint_prompt: Annotated[Optional[Path], typer.Option("--joint-prompt", help="Template file overriding the joint prompt")] = None,
     level_prompt: Annotated[Optional[Path], typer.Option("--level-prompt", help="Template file overriding the per-level prompt")] = None,
@@ -63,6 +69,10 @@ def generate_command(
                                                     "auto (Q8_0 for the bundled model), none, q8_0, f16, q4_0")] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="transformers: cpu, cuda, ...")] = None,
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="transformers/vllm: float32, bfloat16, ...")] = None,
+    fidelity: Annotated[str, typer.Option("--fidelity", help="Scorers of level fidelity written to the manifest "
+                                          "and fidelity.json: comma-separated bm25, encoder; 'none' for none")] = "bm25,encoder",
+    fidelity_encoder: Annotated[Optional[str], typer.Option("--fidelity-encoder", help="Encoder for the 'encoder' "
+                                                            "fidelity scorer (default: the bundled base encoder)")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar")] = False,
 ) -> None:
     """Write passages at graded relevance levels for real queries (resumable; see --shard)."""
@@ -73,12 +83,14 @@ def generate_command(
         result = generate(
             queries, output, backend=backend, model=model, concurrency=concurrency, levels=levels,
             levels_file=levels_file, per_level=per_level, limit=limit, sample=sample, seed=seed, query_ids=query_ids,
-            split=split, shard=shard, mode=mode, system_prompt=system_prompt, joint_prompt=joint_prompt,
-            level_prompt=level_prompt, few_shot=False if no_few_shot else (few_shot or True),
+            split=split, shard=shard, mode=mode, references=references, system_prompt=system_prompt,
+            joint_prompt=joint_prompt, level_prompt=level_prompt, grounded_prompt=grounded_prompt, few_shot=False if no_few_shot else (few_shot or True),
             temperature=temperature, top_p=top_p, max_tokens_per_passage=max_tokens, min_words=min_words,
             max_words=max_words, max_attempts=max_attempts, retry_failed=retry_failed, progress=not quiet,
             backend_options=_backend_options(base_url, api_key_env, timeout, threads, max_retries, device, dtype,
                                              quantize),
+            fidelity=[] if fidelity.strip().lower() == "none" else [f.strip() for f in fidelity.split(",") if f.strip()],
+            fidelity_encoder=fidelity_encoder,
         )
     except (DataFormatError, FileNotFoundError, ValueError, KeyError, ImportError, RuntimeError) as error:
         _fail(str(error).strip("'\""))
@@ -92,6 +104,41 @@ def generate_command(
     )
     if counts["failure_reasons"]:
         typer.echo("failure reasons: " + json.dumps(counts["failure_reasons"]))
+    for scorer, summary in result.manifest.get("fidelity", {}).items():
+        typer.echo(_fidelity_line(scorer, summary))
+
+
+def _fidelity_line(scorer: str, summary: dict) -> str:
+    pairs = ", ".join(f"{pair} {acc:.2f}" for pair, acc in summary["pairs"].items() if acc is not None)
+    means = ", ".join(f"L{g} {v:.3f}" for g, v in summary["mean_score"].items() if v is not None)
+    return (f"level fidelity ({scorer}): pairwise ordering accuracy {pairs}; mean {summary['mean_accuracy']} "
+            f"over {summary['queries']} queries; mean score {means}")
+
+
+def fidelity_command(
+    dataset: Annotated[str, typer.Option("--dataset", help="A graded BEIR folder (e.g. a generate output) or dataset name")],
+    split: Annotated[str, typer.Option("--split", help="Qrels split")] = "train",
+    scorers: Annotated[str, typer.Option("--scorers", help="Comma-separated: bm25, encoder")] = "bm25,encoder",
+    encoder: Annotated[Optional[str], typer.Option("--encoder", help="Model of the encoder scorer (default: the bundled one)")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", help="Write the results (with per-query accuracies) as JSON")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar")] = False,
+) -> None:
+    """How well independent scorers order a graded folder's levels (0.5 = chance): run it on a
+    generator's output before training, or on real graded qrels (TREC DL) for comparison."""
+    from synthrank.data import DataFormatError, resolve_dataset
+    from synthrank.generate.api import measure_fidelity
+
+    try:
+        folder = Path(dataset) if Path(dataset).is_dir() else resolve_dataset(dataset, download=False)
+        results = measure_fidelity(folder, split, [s.strip() for s in scorers.split(",") if s.strip()], encoder,
+                                   progress=not quiet)
+    except (DataFormatError, FileNotFoundError, ValueError) as error:
+        _fail(str(error))
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(results, indent=1) + "\n")
+    for scorer, summary in results.items():
+        typer.echo(_fidelity_line(scorer, summary))
 
 
 def merge_command(

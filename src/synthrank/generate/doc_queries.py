@@ -250,6 +250,7 @@ class QueryGenerator(Generator):
         self.backend = backend
         self.prompts = prompts
         self.config = config
+        self.references = {}  # the loop's grounded-mode hook: queries are never grounded
         self.fingerprint = fingerprint(backend.identity(), prompts.digest(), {"task": "queries", **config.parameters()})
         self.examples = [example.query for example in prompts.few_shot]
 

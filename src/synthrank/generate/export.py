@@ -36,16 +36,27 @@ def export_beir(store: Store, fingerprint: str, folder: str | Path, split: str =
         else:
             failures.append({"id": item_id(item.qid, item.level, item.k), "query_id": item.qid, "level": item.level,
                              "index": item.k, "attempts": item.attempts, "reason": item.reason})
+    # Grounded mode: the top level of each query is its real reference passage, not generated.
+    references = config.get("references") or {}
+    top = max(grades)
+    for qid, ref in references.items():
+        if qid in queries:
+            done[(qid, top, 0)] = ref["text"]
+    titles = {(qid, top, 0): ref.get("title", "") for qid, ref in references.items()}
+
+    def slots(grade: int) -> int:  # passages per level and query (one reference at the top level)
+        return 1 if references and grade == top else per_level
+
     failed_keys = {(f["query_id"], f["level"], f["index"]) for f in failures}
     passages, qrels, missing = [], {}, []
     per_grade = {g: {"done": 0, "failed": 0, "missing": 0} for g in grades}
     for qid in queries:
         for grade in grades:
-            for k in range(per_level):
+            for k in range(slots(grade)):
                 key = (qid, grade, k)
                 if key in done:
                     pid = item_id(qid, grade, k)
-                    passages.append({"_id": pid, "title": "", "text": done[key]})
+                    passages.append({"_id": pid, "title": titles.get(key, ""), "text": done[key]})
                     qrels.setdefault(qid, {})[pid] = grade
                     per_grade[grade]["done"] += 1
                 elif key in failed_keys:
@@ -57,7 +68,7 @@ def export_beir(store: Store, fingerprint: str, folder: str | Path, split: str =
     write_queries(folder / "queries.jsonl", queries)
     write_qrels(folder / "qrels" / f"{split}.tsv", qrels)
     totals = store.totals(fingerprint)
-    expected = len(queries) * len(grades) * per_level
+    expected = len(queries) * sum(slots(g) for g in grades)
     reasons: dict[str, int] = {}
     for f in failures:
         last = reason_kind(f["reason"])
@@ -73,7 +84,7 @@ def export_beir(store: Store, fingerprint: str, folder: str | Path, split: str =
         "parameters": params,
         "counts": {
             "queries": len(queries),
-            "queries_complete": sum(all((q, g, k) in done for g in grades for k in range(per_level)) for q in queries),
+            "queries_complete": sum(all((q, g, k) in done for g in grades for k in range(slots(g))) for q in queries),
             "expected_passages": expected,
             "passages": len(passages),
             "failed": len(failures),
@@ -93,6 +104,13 @@ def export_beir(store: Store, fingerprint: str, folder: str | Path, split: str =
         "files": {"corpus": "corpus.jsonl", "queries": "queries.jsonl", "qrels": f"qrels/{split}.tsv",
                   "store": store.path.name},
     }
+    if references:
+        manifest["grounded"] = {
+            "reference_level": top,
+            "references": sum(qid in queries for qid in references),
+            "reference_ids": {qid: ref["doc_id"] for qid, ref in references.items() if qid in queries},
+            "note": f"level {top} passages are the real reference passages; the other levels were generated from them",
+        }
     if extra:
         manifest.update(extra)
     with atomic_write(folder / "manifest.json") as handle:

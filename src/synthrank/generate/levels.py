@@ -2,7 +2,8 @@
 
 The default is the TREC Deep Learning scale (3 perfectly relevant, 2 highly relevant,
 1 related, 0 irrelevant). Levels are data, not code: a JSON file of
-``[{"grade": 3, "name": "...", "description": "..."}, ...]`` replaces them.
+``[{"grade": 3, "name": "...", "description": "...", "grounded": "..."}, ...]`` replaces them
+(``grounded``, optional: how to write the level relative to a reference passage, for grounded mode).
 """
 
 from __future__ import annotations
@@ -14,9 +15,17 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Level:
+    """One relevance level. ``grounded`` tells the generator how to write this level *relative to
+    a reference passage* that perfectly answers the query (grounded mode); empty: ``description``."""
+
     grade: int
     name: str
     description: str
+    grounded: str = ""
+
+    @property
+    def grounded_guide(self) -> str:
+        return self.grounded or self.description
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -24,13 +33,19 @@ class Level:
 
 TREC_DL_LEVELS: tuple[Level, ...] = (
     Level(3, "perfectly relevant",
-          "The passage is dedicated to the query and contains the exact answer."),
+          "The passage is dedicated to the query and contains the exact answer.",
+          "Say what the reference passage says, in other words."),
     Level(2, "highly relevant",
-          "The passage answers the query, but the answer is partial, unclear, or buried among other information."),
+          "The passage answers the query, but the answer is partial, unclear, or buried among other information.",
+          "Keep the subject of the reference passage but give only part of its answer, mixed with "
+          "other information about the subject."),
     Level(1, "related",
-          "The passage is on the topic of the query but does not answer it."),
+          "The passage is on the topic of the query but does not answer it.",
+          "Write about the same general topic as the reference passage, but about another aspect of it, "
+          "so that the passage does not answer the query."),
     Level(0, "irrelevant",
-          "The passage has nothing to do with the query."),
+          "The passage has nothing to do with the query.",
+          "Write about a completely different subject, unrelated to the query and to the reference passage."),
 )
 
 _THREE_LEVELS: tuple[Level, ...] = (
@@ -75,7 +90,14 @@ def load_levels(path: str | Path) -> list[Level]:
             raise ValueError(f"{path}: level {i}: 'name' must be a non-empty string")
         if not isinstance(desc, str) or not desc.strip():
             raise ValueError(f"{path}: level {i}: 'description' must be a non-empty string")
-        levels.append(Level(grade, name.strip(), desc.strip()))
+        grounded = entry.get("grounded", "")
+        if not isinstance(grounded, str):
+            raise ValueError(f"{path}: level {i}: 'grounded' must be a string")
+        unknown = sorted(set(entry) - {"grade", "name", "description", "grounded"})
+        if unknown:
+            raise ValueError(f"{path}: level {i}: unknown field(s) {', '.join(unknown)}; "
+                             "known: grade, name, description, grounded")
+        levels.append(Level(grade, name.strip(), desc.strip(), grounded.strip()))
     grades = [lv.grade for lv in levels]
     if len(set(grades)) != len(grades):
         raise ValueError(f"{path}: grades must be unique, got {grades}")

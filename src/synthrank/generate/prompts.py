@@ -18,7 +18,7 @@ from synthrank.generate.levels import Level
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
-BUILTIN_TEMPLATES = ("system", "joint", "level", "judge", "judge_system", "query", "query_system")
+BUILTIN_TEMPLATES = ("system", "joint", "level", "grounded", "judge", "judge_system", "query", "query_system")
 
 
 def builtin_template(name: str) -> str:
@@ -99,10 +99,13 @@ class PromptSet:
     joint: str
     level: str
     few_shot: list[FewShotExample] = field(default_factory=list)
+    grounded: str = ""
 
     @classmethod
     def load(cls, system: str | Path | None = None, joint: str | Path | None = None,
-             level: str | Path | None = None, few_shot: str | Path | None | bool = True) -> "PromptSet":
+             level: str | Path | None = None, few_shot: str | Path | None | bool = True,
+             grounded: str | Path | bool | None = None) -> "PromptSet":
+        """``grounded``: None (no grounded template: the mode is off), True (the built-in one) or a path."""
         if few_shot is True:
             examples = builtin_few_shot()
         elif few_shot in (False, None):
@@ -110,14 +113,15 @@ class PromptSet:
         else:
             examples = load_few_shot(few_shot)
         return cls(load_template(system, "system"), load_template(joint, "joint"),
-                   load_template(level, "level"), examples)
+                   load_template(level, "level"), examples,
+                   "" if grounded in (None, False) else load_template(None if grounded is True else grounded, "grounded"))
 
     def digest(self) -> str:
-        payload = json.dumps(
-            {"system": self.system, "joint": self.joint, "level": self.level,
-             "few_shot": [[e.query, sorted(e.passages.items())] for e in self.few_shot]},
-            sort_keys=True, ensure_ascii=False,
-        )
+        contents = {"system": self.system, "joint": self.joint, "level": self.level,
+                    "few_shot": [[e.query, sorted(e.passages.items())] for e in self.few_shot]}
+        if self.grounded:  # only in the digest when set, so ungrounded fingerprints stay as they were
+            contents["grounded"] = self.grounded
+        payload = json.dumps(contents, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
     # -- rendering -----------------------------------------------------------------------
@@ -167,4 +171,23 @@ class PromptSet:
                 messages.append({"role": "user", "content": self._level_user(ex.query, level, target_words, min_words, max_words)})
                 messages.append({"role": "assistant", "content": ex.passages[level.grade][0]})
         messages.append({"role": "user", "content": self._level_user(query, level, target_words, min_words, max_words)})
+        return messages
+
+    def _grounded_user(self, query: str, reference: str, level: Level, target_words: str) -> str:
+        return render(self.grounded, query=query, reference=reference, level_grade=level.grade,
+                      level_name=level.name, level_description=level.description,
+                      grounded_guide=level.grounded_guide, target_words=target_words)
+
+    def grounded_messages(self, query: str, reference: str, level: Level, top_grade: int,
+                          target_words: str) -> list[dict]:
+        """Grounded mode: write ``level`` relative to ``reference``, a real passage at the top level.
+        A few-shot example shows its own top-level passage as the reference and its passage at
+        ``level`` as the answer (examples without both are skipped)."""
+        messages = [{"role": "system", "content": self.system.strip()}] if self.system.strip() else []
+        for ex in self.few_shot:
+            if level.grade in ex.passages and top_grade in ex.passages:
+                user = self._grounded_user(ex.query, ex.passages[top_grade][0], level, target_words)
+                messages.append({"role": "user", "content": user})
+                messages.append({"role": "assistant", "content": ex.passages[level.grade][0]})
+        messages.append({"role": "user", "content": self._grounded_user(query, reference, level, target_words)})
         return messages

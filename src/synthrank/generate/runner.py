@@ -24,9 +24,10 @@ from synthrank.generate.parsing import (
 )
 from synthrank.generate.progress import Progress
 from synthrank.generate.prompts import PromptSet
+from synthrank.generate.references import Reference
 from synthrank.generate.store import ItemKey, RequestRecord, Store
 
-MODES = ("joint", "per-level")
+MODES = ("joint", "per-level", "grounded")
 
 
 @dataclass
@@ -66,7 +67,20 @@ class GenerationConfig:
     def parameters(self) -> dict:
         params = asdict(self)
         params["levels"] = [lv.to_dict() for lv in self.levels]
+        if self.mode != "grounded":  # the grounded guides play no part (and fingerprints stay as before)
+            for level in params["levels"]:
+                level.pop("grounded", None)
         return params
+
+    @property
+    def top_grade(self) -> int:
+        return max(lv.grade for lv in self.levels)
+
+    def generated_grades(self) -> list[int]:
+        """Grades the model writes: all of them, or in grounded mode all but the top one (the
+        top-level passage is the real reference)."""
+        grades = [lv.grade for lv in self.levels]
+        return [g for g in grades if g != self.top_grade] if self.mode == "grounded" else grades
 
     def level(self, grade: int) -> Level:
         return next(lv for lv in self.levels if lv.grade == grade)
@@ -128,24 +142,44 @@ class RunSummary:
         return self.tokens_out / self.seconds if self.seconds else 0.0
 
 
+def references_digest(references: Mapping[str, Reference]) -> str:
+    payload = json.dumps(sorted((qid, ref.doc_id, ref.text) for qid, ref in references.items()), ensure_ascii=False)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+
+
 class Generator:
+    """``references`` (grounded mode): per query, the real passage that is its top level."""
+
     # The kind of a single-item request (``requests.kind`` in the store); subclasses that
     # generate something other than passages (e.g. queries from documents) name their own.
     item_kind = "level"
 
-    def __init__(self, backend: Backend, prompts: PromptSet, config: GenerationConfig):
+    def __init__(self, backend: Backend, prompts: PromptSet, config: GenerationConfig,
+                 references: Mapping[str, Reference] | None = None):
+        if (config.mode == "grounded") != bool(references):
+            raise ValueError("grounded mode needs reference passages (and only grounded mode takes them)")
+        if config.mode == "grounded" and not prompts.grounded:
+            raise ValueError("grounded mode needs a grounded prompt template")
         self.backend = backend
         self.prompts = prompts
         self.config = config
-        self.fingerprint = fingerprint(backend.identity(), prompts.digest(), config.parameters())
+        self.references = dict(references or {})
+        parameters = config.parameters()
+        if self.references:
+            parameters["references"] = references_digest(self.references)
+        self.fingerprint = fingerprint(backend.identity(), prompts.digest(), parameters)
         self.examples = [t for ex in prompts.few_shot for texts in ex.passages.values() for t in texts]
 
     def run_config(self) -> dict:
-        """What the store and the manifest record about the run."""
-        return {"backend": self.backend.identity(), "prompt_hash": self.prompts.digest(),
-                "parameters": self.config.parameters(),
-                "prompts": {"system": self.prompts.system, "joint": self.prompts.joint, "level": self.prompts.level,
-                            "few_shot_examples": len(self.prompts.few_shot)}}
+        """What the store and the manifest record about the run (references: for the export)."""
+        config = {"backend": self.backend.identity(), "prompt_hash": self.prompts.digest(),
+                  "parameters": self.config.parameters(),
+                  "prompts": {"system": self.prompts.system, "joint": self.prompts.joint, "level": self.prompts.level,
+                              "few_shot_examples": len(self.prompts.few_shot)}}
+        if self.references:
+            config["prompts"]["grounded"] = self.prompts.grounded
+            config["references"] = {qid: ref.to_dict() for qid, ref in self.references.items()}
+        return config
 
     # -- requests --------------------------------------------------------------------------
     def _request(self, job: _Job, query: str) -> ChatRequest:
@@ -155,7 +189,11 @@ class Generator:
             return ChatRequest(messages, max_tokens=c.max_tokens_joint, temperature=c.temperature, top_p=c.top_p,
                                seed=_derive_seed(c.seed, job.qid, "joint", job.attempt))
         (qid, grade, k), = job.items
-        messages = self.prompts.level_messages(query, c.level(grade), c.target_words, c.min_words, c.max_words)
+        if c.mode == "grounded":
+            messages = self.prompts.grounded_messages(query, self.references[qid].prompt_text(), c.level(grade), c.top_grade,
+                                                      c.target_words)
+        else:
+            messages = self.prompts.level_messages(query, c.level(grade), c.target_words, c.min_words, c.max_words)
         return ChatRequest(messages, max_tokens=c.max_tokens_per_passage, temperature=c.temperature, top_p=c.top_p,
                            seed=_derive_seed(c.seed, qid, grade, k, job.attempt))
 
@@ -170,13 +208,22 @@ class Generator:
             if retry_failed:
                 store.forget_failures(self.fingerprint)
             finished = store.finished_keys(self.fingerprint)
-            all_items = [(qid, lv.grade, k) for qid in queries for lv in c.levels for k in range(c.per_level)]
+            if self.references:
+                missing = [qid for qid in queries if qid not in self.references]
+                if missing:
+                    raise ValueError(f"grounded mode: {len(missing)} queries have no reference passage "
+                                     f"(e.g. {', '.join(missing[:3])})")
+            grades = c.generated_grades()
+            all_items = [(qid, grade, k) for qid in queries for grade in grades for k in range(c.per_level)]
             pending = [key for key in all_items if key not in finished]
             summary = RunSummary(self.fingerprint, output, len(queries), len(all_items), len(all_items) - len(pending))
             by_query: dict[str, list[ItemKey]] = {}
             for key in pending:
                 by_query.setdefault(key[0], []).append(key)
             accepted = store.done_texts(self.fingerprint, by_query)
+            for qid in by_query:
+                if qid in self.references:  # a near-copy of the reference is no new passage
+                    accepted.setdefault(qid, []).insert(0, self.references[qid].text)
             queue: deque[_Job] = deque()
             for qid, keys in by_query.items():
                 if c.mode == "joint" and len(keys) > 1:

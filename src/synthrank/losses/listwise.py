@@ -58,7 +58,7 @@ class EMDLoss(Loss, alias="emd"):
     this is the per-query counterpart of the batch-level ``ws2``.  For query i::
 
         p_i      = softmax(s_own_i / temperature)                 # over own G passages
-        t_i      = softmax(labels_i)                              # raw grades as logits
+        t_i      = softmax(labels_i / label_temperature)          # reference: raw grades as logits
         P_i(k)   = sum_g p_ig [labels_ig == k],  T_i(k) likewise  # mass per grade level
         EMD_i    = sum_{k=0}^{K-1} |CDF_P_i(k) - CDF_T_i(k)|      # W1 on support 0..K-1
         loss     = (1/Q) * sum_i EMD_i
@@ -74,11 +74,14 @@ class EMDLoss(Loss, alias="emd"):
             when batches may miss the top grade -- this does not change the
             value (the CDFs agree beyond the largest present grade) but makes
             the level support explicit.
+        label_temperature: divides the grades before the target softmax (default 1.0).
     """
 
-    def __init__(self, temperature: float = 1.0, num_levels: int | None = None) -> None:
+    def __init__(self, temperature: float = 1.0, num_levels: int | None = None,
+                 label_temperature: float = 1.0) -> None:
         super().__init__()
         self.temperature = positive("temperature", temperature)
+        self.label_temperature = positive("label_temperature", label_temperature)
         if num_levels is not None and num_levels < 1:
             raise ValueError(f"num_levels must be >= 1 or None, got {num_levels}")
         self.num_levels = num_levels
@@ -94,7 +97,7 @@ class EMDLoss(Loss, alias="emd"):
         own = own_block_scores(scores, g)
         pred = grade_level_mass(torch.softmax(own / self.temperature, dim=-1), grades, levels)
         target = grade_level_mass(
-            torch.softmax(labels.to(own.dtype), dim=-1), grades, levels
+            torch.softmax(labels.to(own.dtype) / self.label_temperature, dim=-1), grades, levels
         )
         emd_rows = (pred.cumsum(dim=-1) - target.cumsum(dim=-1)).abs().sum(dim=-1)
         return emd_rows.mean()

@@ -52,7 +52,7 @@ class WS2Loss(Loss, alias="ws2"):
     Formula (all in float64; the result is cast back to ``scores.dtype``)::
 
         L_exp = expand_labels(labels, C)            # [Q, C], other queries' passages -> grade 0
-        T     = softmax(L_exp, dim=-1)              # raw grades as logits, no label temperature
+        T     = softmax(L_exp / label_temperature, dim=-1)   # reference: label_temperature = 1
         P     = softmax(scores / temperature, dim=-1)
         loss  = ||mu_P - mu_T||^2 + Tr(Sigma_P) + Tr(Sigma_T) - 2 Tr((Sigma_P Sigma_T)^{1/2})
 
@@ -68,13 +68,25 @@ class WS2Loss(Loss, alias="ws2"):
     Invariant to adding a constant to a row of scores and to permuting the
     queries together with their column blocks.
 
+    Score scale. The reference (``temperature = label_temperature = 1``) assumes unnormalised
+    dot products (contriever's scores spread over several units). With an L2-normalised encoder
+    (cosine in [-1, 1]) P at tau = 1 is nearly uniform over the C columns and cannot approach T;
+    a small ``temperature`` (e.g. 0.05, the scale MiniLM was trained with) restores the range.
+    ``label_temperature`` < 1 sharpens the targets: at 1 the Q*G - G in-batch passages (grade 0)
+    hold most of each target row's mass (for G = 4, Q = 16: 66%), so the loss asks the model to
+    score other queries' passages as high as its own level-0 passage; at 0.25 the own level-3
+    passage holds most of it.
+
     Args:
         temperature: ``tau`` dividing the scores before the softmax (default 1.0).
+        label_temperature: divides the grades before the target softmax (default 1.0, the
+            reference; the authors use raw grades).
     """
 
-    def __init__(self, temperature: float = 1.0) -> None:
+    def __init__(self, temperature: float = 1.0, label_temperature: float = 1.0) -> None:
         super().__init__()
         self.temperature = positive("temperature", temperature)
+        self.label_temperature = positive("label_temperature", label_temperature)
 
     def forward(self, scores: Tensor, labels: Tensor) -> Tensor:
         q, _, c = check_inputs(scores, labels)
@@ -85,6 +97,6 @@ class WS2Loss(Loss, alias="ws2"):
         # float64 throughout: covariances of softmax rows are tiny and the
         # subtraction in the W2 formula cancels badly in float32.
         s64 = scores.to(torch.float64)
-        targets = torch.softmax(expand_labels(labels.to(torch.float64), c), dim=-1)
+        targets = torch.softmax(expand_labels(labels.to(torch.float64), c) / self.label_temperature, dim=-1)
         preds = torch.softmax(s64 / self.temperature, dim=-1)
         return gaussian_w2_squared(preds, targets).to(scores.dtype)

@@ -73,3 +73,21 @@ class BM25Retriever:
                     break
             run[qid] = hits
         return run
+
+    def score_pairs(self, queries: dict[str, str], candidates: dict[str, list[str]]) -> dict[str, dict[str, float]]:
+        """BM25 score of each query against each of its candidate passages (ids in the index);
+        0.0 where no query term occurs in a passage. Statistics (IDF, lengths) are the index's."""
+        if self._model is None:
+            raise RuntimeError("call index(corpus) before score_pairs()")
+        position = {pid: i for i, pid in enumerate(self._passage_ids)}
+        query_ids = list(queries)
+        tokens = self._tokenize([queries[q] for q in query_ids], return_ids=False, show_progress=False)
+        scores: dict[str, dict[str, float]] = {}
+        for qid, query_tokens in zip(query_ids, tokens):
+            wanted = [pid for pid in candidates.get(qid, []) if pid in position]
+            if not query_tokens:
+                scores[qid] = dict.fromkeys(wanted, 0.0)
+                continue
+            all_scores = self._model.get_scores(list(query_tokens))
+            scores[qid] = {pid: float(all_scores[position[pid]]) for pid in wanted}
+        return scores
