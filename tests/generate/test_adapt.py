@@ -382,3 +382,31 @@ def test_bundled_model_killed_midway_then_rerun(tmp_path, corpus_dir):
     assert q["generated"] + q["failed"] == 12 and q["sessions"] == 2
     assert q["model"] == "SmolLM2-135M-Instruct-Q4_1-as-Q8_0"
     assert len(load_beir(out, split="train").queries) == manifest["filter"]["kept"]
+
+
+def test_grounded_levels_are_written_from_the_source_document(tmp_path, corpus_dir):
+    from .fakes import good_answer
+
+    def responder(request, n):
+        content = request.messages[-1]["content"]
+        return topic_query(request.messages) if "Document:" in content else good_answer(request.messages)
+
+    backend = ScriptedBackend(responder)
+    result = run(corpus_dir, tmp_path / "out", backend, documents=4, grounded=True)
+    grounded_prompts = [c.messages[-1]["content"] for c in backend.calls if "Reference passage" in c.messages[-1]["content"]]
+    assert len(grounded_prompts) == 12  # levels 2, 1, 0 for each of 4 queries; level 3 is the document
+    ds = load_beir(tmp_path / "out", split="train")
+    for qid, judged in ds.qrels.items():
+        source = qid.rsplit("-Q", 1)[0]
+        assert judged[source] == 3
+        assert sorted(g for pid, g in judged.items() if pid.startswith(f"{qid}-L")) == [0, 1, 2]
+        reference = json.loads(next(line for line in (tmp_path / "out" / "grounded" / "references.jsonl")
+                                    .read_text().splitlines() if json.loads(line)["query-id"] == qid))
+        assert reference["corpus-id"] == source
+        assert any(ds.corpus.texts[ds.corpus.ids.index(source)][:30] in p for p in grounded_prompts)
+    g = result.manifest["grounded"]
+    assert g["passages"] == 12 and g["failed"] == 0 and g["reference_level"] == 3
+    assert result.manifest["contexts"]["by_grade"] == {"3": 4, "2": 4, "1": 16, "0": 4}
+    again = ScriptedBackend(responder)
+    run(corpus_dir, tmp_path / "out", again, documents=4, grounded=True)
+    assert again.calls == []  # both stores resume: nothing is asked twice

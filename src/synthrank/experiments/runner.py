@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 BASE = "base"
 # The arguments of an [[adapt]] job that name files or folders (relative to the config's folder).
-ADAPT_PATHS = ("corpus", "few_shot", "query_prompt", "system_prompt")
+ADAPT_PATHS = ("corpus", "few_shot", "query_prompt", "system_prompt", "grounded_prompt")
 
 
 @dataclass

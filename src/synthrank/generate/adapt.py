@@ -12,7 +12,9 @@
 4. **Graded contexts.** The source document is the level-3 passage (real text). Lower levels
    come from the corpus: BM25 neighbours of the query other than the source, graded by a rank
    rule (default ``"1-3=1"``: the top three get level 1, as the method treats mined negatives),
-   optionally ``random_negatives`` random documents at level 0.
+   optionally ``random_negatives`` random documents at level 0. With ``grounded``, the generator
+   also writes the lower levels (2, 1, 0 on the default scale) relative to the source document
+   (``synthrank generate``'s grounded mode; its store and export are in ``<output>/grounded/``).
 5. **Output.** A BEIR training folder (``queries.jsonl``, ``corpus.jsonl`` with the documents
    used, ``qrels/train.tsv`` graded) plus ``manifest.json``: usable by ``synthrank train``
    recipes as is (``dataset = "<output>"``, ``split = "train"``).
@@ -230,6 +232,9 @@ def adapt(
     base_model: str = "all-MiniLM-L6-v2",
     neighbours: str = DEFAULT_NEIGHBOUR_RULE,
     random_negatives: int = 0,
+    grounded: bool = False,
+    grounded_levels: int = 4,
+    grounded_prompt: str | Path | None = None,
     progress: bool = True,
     backend_instance=None,
     backend_options: dict | None = None,
@@ -272,13 +277,28 @@ def adapt(
     owned = backend_instance is None
     engine = backend_instance or build_backend(backend, model, concurrency, **(backend_options or {}))
     try:
-        generator = QueryGenerator(engine, prompts, config)
-        step = time.perf_counter()
-        summary = generator.run(selected, output, shard=shard, retry_failed=retry_failed, progress=progress)
-        timings["generate_queries"] = time.perf_counter() - step
+        return _adapt_with(engine, prompts, config, docs, corpus_path, selected, output, timings, started,
+                           documents=documents, queries_per_doc=queries_per_doc, sampling=sampling, seed=seed,
+                           limit=limit, min_document_words=min_document_words, shard=shard,
+                           retry_failed=retry_failed, filter=filter, filter_top_k=filter_top_k,
+                           filter_retriever=filter_retriever, base_model=base_model, neighbours=neighbours,
+                           bands=bands, random_negatives=random_negatives, grounded=grounded,
+                           grounded_levels=grounded_levels, grounded_prompt=grounded_prompt, progress=progress)
     finally:
         if owned:
             engine.close()
+
+
+def _adapt_with(engine, prompts: QueryPromptSet, config: QueryConfig, docs: Corpus, corpus_path: Path,
+                selected: dict[str, str], output: Path, timings: dict[str, float], started: float, *,
+                documents, queries_per_doc, sampling, seed, limit, min_document_words, shard, retry_failed, filter,
+                filter_top_k, filter_retriever, base_model, neighbours, bands, random_negatives, grounded,
+                grounded_levels, grounded_prompt, progress) -> AdaptResult:
+    """The steps after the backend is built: queries, filter, contexts, grounded levels, export."""
+    generator = QueryGenerator(engine, prompts, config)
+    step = time.perf_counter()
+    summary = generator.run(selected, output, shard=shard, retry_failed=retry_failed, progress=progress)
+    timings["generate_queries"] = time.perf_counter() - step
 
     step = time.perf_counter()
     with Store.in_dir(output) as store:
@@ -335,6 +355,18 @@ def adapt(
             used[pid] = None
             grade_counts[grade] = grade_counts.get(grade, 0) + 1
     passages = [{"_id": pid, "title": docs.titles[row_of[pid]], "text": docs.texts[row_of[pid]]} for pid in used]
+    grounded_info = None
+    if grounded and kept:
+        step = time.perf_counter()
+        generated_passages, grounded_info = _grounded_levels(
+            engine, output / "grounded", kept, sources, docs, row_of, seed=seed, levels=grounded_levels,
+            prompt=grounded_prompt, retry_failed=retry_failed, progress=progress)
+        for qid, judged in generated_passages.items():
+            for pid, (grade, text) in judged.items():
+                qrels[qid][pid] = grade
+                grade_counts[grade] = grade_counts.get(grade, 0) + 1
+                passages.append({"_id": pid, "title": "", "text": text})
+        timings["grounded_levels"] = time.perf_counter() - step
     write_corpus(output / "corpus.jsonl", passages)
     write_queries(output / "queries.jsonl", kept)
     write_qrels(output / "qrels" / "train.tsv", qrels)
@@ -386,6 +418,7 @@ def adapt(
             "by_grade": {str(g): grade_counts[g] for g in sorted(grade_counts, reverse=True)},
             "short_contexts": short_contexts,
         },
+        "grounded": grounded_info,
         "seconds": {name: round(value, 3) for name, value in timings.items()},
         "failures": failures,
         "dropped": dropped,
@@ -414,3 +447,37 @@ def _random_negatives(docs: Corpus, qid: str, context: dict[str, int], retrieved
             if pid not in context and pid not in excluded:
                 picked[pid] = 0
     return picked
+
+
+def _grounded_levels(engine, folder: Path, kept: dict[str, str], sources: dict[str, str], docs: Corpus,
+                     row_of: dict[str, int], *, seed: int, levels: int, prompt, retry_failed: bool,
+                     progress: bool) -> tuple[dict[str, dict[str, tuple[int, str]]], dict]:
+    """Lower levels written by the generator relative to each kept query's source document
+    (``synthrank generate``'s grounded mode, resumable in ``folder``). Returns, per query,
+    ``passage id -> (grade, text)`` for the generated passages (the top level is the real
+    document, already in the context under its own id) and a summary for the manifest."""
+    from synthrank.data import load_beir
+    from synthrank.generate.api import generate
+
+    folder.mkdir(parents=True, exist_ok=True)
+    write_queries(folder / "input-queries.jsonl", kept)
+    with atomic_write(folder / "references.jsonl") as handle:
+        for qid in kept:
+            row = row_of[sources[qid]]
+            handle.write(json.dumps({"query-id": qid, "corpus-id": sources[qid], "title": docs.titles[row],
+                                     "text": docs.texts[row] or docs.titles[row]}, ensure_ascii=False) + "\n")
+    result = generate(folder / "input-queries.jsonl", folder, backend_instance=engine, mode="grounded",
+                      references=folder / "references.jsonl", levels=levels, grounded_prompt=prompt, seed=seed,
+                      retry_failed=retry_failed, progress=progress)
+    data = load_beir(folder, "train")
+    top = result.manifest["grounded"]["reference_level"]
+    texts = dict(zip(data.corpus.ids, data.corpus.texts))
+    generated = {qid: {pid: (grade, texts[pid]) for pid, grade in judged.items() if grade != top}
+                 for qid, judged in data.qrels.items() if qid in kept}
+    counts = result.manifest["counts"]
+    info = {"folder": str(folder), "levels": levels, "reference_level": top,
+            "passages": sum(len(v) for v in generated.values()),
+            "failed": counts["failed"], "failure_reasons": counts["failure_reasons"],
+            "by_level": counts["by_level"], "fidelity": result.manifest.get("fidelity"),
+            "fingerprint": result.manifest["fingerprint"]}
+    return generated, info

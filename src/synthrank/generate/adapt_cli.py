@@ -62,6 +62,12 @@ def adapt_command(
     neighbours: Annotated[str, typer.Option("--neighbours", help="BM25 neighbours' grades by rank, source not "
                                                                  "counted: FIRST-LAST=GRADE,... ('' for none)")] = "1-3=1",
     random_negatives: Annotated[int, typer.Option("--random-negatives", help="Random corpus documents per query at level 0")] = 0,
+    grounded: Annotated[bool, typer.Option("--grounded", help="Also let the generator write the lower levels "
+                                                             "relative to each source document (grounded generation)")] = False,
+    grounded_levels: Annotated[int, typer.Option("--grounded-levels", help="With --grounded: the built-in scale "
+                                                                          "(4, 3 or 2 levels; the top one is the document)")] = 4,
+    grounded_prompt: Annotated[Optional[Path], typer.Option("--grounded-prompt", help="Template file overriding the "
+                                                                                     "grounded prompt")] = None,
     retry_failed: _as_generate("retry_failed") = False,
     shard: Annotated[Optional[str], typer.Option("--shard", help="i/n: this machine's share of the documents (0 <= i < n)")] = None,
     merge_from: Annotated[Optional[list[Path]], typer.Option("--merge-from", help="Output folders of --shard runs "
@@ -94,7 +100,8 @@ def adapt_command(
             max_document_words=max_document_words, max_copied_trigrams=max_copied, max_attempts=max_attempts,
             retry_failed=retry_failed, filter=not no_filter, filter_top_k=filter_top_k,
             filter_retriever=filter_retriever, base_model=base_model, neighbours=neighbours,
-            random_negatives=random_negatives, progress=not quiet,
+            random_negatives=random_negatives, grounded=grounded, grounded_levels=grounded_levels,
+            grounded_prompt=grounded_prompt, progress=not quiet,
             backend_options=_backend_options(base_url, api_key_env, timeout, threads, max_retries, device, dtype,
                                              quantize),
         )
@@ -113,3 +120,6 @@ def adapt_command(
     )
     if q["failure_reasons"]:
         typer.echo("failure reasons: " + json.dumps(q["failure_reasons"]))
+    if m["grounded"]:
+        g = m["grounded"]
+        typer.echo(f"grounded levels: {g['passages']} passages written, {g['failed']} failed -> {g['folder']}")
