@@ -63,16 +63,20 @@ def test_runner_runs_the_adapt_stage_and_caches_it(tmp_path, monkeypatch):
 
     monkeypatch.setattr("synthrank.generate.api.build_backend", fake_backend)
     data = adapt_config(tmp_path, tmp_path / "docs", random_negatives=1)
+    data["adapt"].append({**data["adapt"][0], "name": "again", "merge_from": ["{adapt.docs}"]})
     data["settings"] = []
     config = parse_experiment(data)
     outcomes = Runner(config, show_progress=False, echo=lambda line: None).run()
-    assert [(o.stage.key, o.status) for o in outcomes] == [("adapt/docs", "done")]
+    assert [(o.stage.key, o.status) for o in outcomes] == [("adapt/docs", "done"), ("adapt/again", "done")]
+    assert backends[1].calls == []  # the second job took every query from the first one's store
+    assert (tmp_path / "run" / "adapt" / "again" / "qrels" / "train.tsv").read_text() == \
+        (tmp_path / "run" / "adapt" / "docs" / "qrels" / "train.tsv").read_text()
     folder = tmp_path / "run" / "adapt" / "docs"
     record = json.loads((folder / "stage.json").read_text())
     assert record["status"] == "done" and record["details"]["filter"]["kept"] == 4
     assert (folder / "qrels" / "train.tsv").is_file() and len(backends[0].calls) == 4
     again = Runner(config, show_progress=False, echo=lambda line: None).run()
-    assert [o.status for o in again] == ["cached"] and len(backends) == 1
+    assert [o.status for o in again] == ["cached", "cached"] and len(backends) == 2
 
 
 def test_dry_run_of_the_shipped_adapt_config(data_dir, monkeypatch):
@@ -88,3 +92,15 @@ def test_dry_run_of_the_shipped_adapt_config(data_dir, monkeypatch):
     assert "unknown" not in result.output.split("adapt/scifact-docs", 1)[1].splitlines()[0]  # estimated
     stages = {s.key: s for s in plan(config)}
     assert Path(stages["adapt/scifact-docs"].spec["few_shot"]).is_file()
+
+
+def test_an_adapt_job_can_reuse_an_earlier_ones_queries(tmp_path):
+    data = adapt_config(tmp_path, "scifact")
+    data["adapt"].append({"name": "grounded", "corpus": "scifact", "documents": 4, "grounded": True,
+                          "merge_from": ["{adapt.docs}"]})
+    stages = {s.key: s for s in plan(parse_experiment(data))}
+    assert stages["adapt/grounded"].deps == ["adapt/docs"]
+    later = adapt_config(tmp_path, "scifact")
+    later["adapt"].insert(0, {"name": "first", "corpus": "scifact", "merge_from": ["{adapt.docs}"]})
+    with pytest.raises(ExperimentConfigError, match="only an earlier \\[\\[adapt\\]\\] job"):
+        parse_experiment(later)

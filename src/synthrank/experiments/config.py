@@ -216,7 +216,8 @@ class ExperimentConfig(BaseModel):
                 raise ValueError(f"{kind}: duplicate names {duplicates}")
         known = {"holdout": {h.name for h in self.holdout}, "generate": {g.name for g in self.generate},
                  "mine": {m.name for m in self.mine}, "adapt": {a.name for a in self.adapt}}
-        allowed = {"generate": {"holdout"}, "adapt": {"holdout"}, "mine": {"holdout"}, "eval": {"holdout"},
+        # An adapt job may name an earlier one (merge_from: reuse its queries, e.g. to add grounded levels).
+        allowed = {"generate": {"holdout"}, "adapt": {"holdout", "adapt"}, "mine": {"holdout"}, "eval": {"holdout"},
                    "settings": {"holdout", "generate", "mine", "adapt"}}
         places = ([("generate", f"generate '{g.name}'", g.model_dump()) for g in self.generate]
                   + [("adapt", f"adapt '{a.name}'", a.model_dump()) for a in self.adapt]
@@ -229,6 +230,11 @@ class ExperimentConfig(BaseModel):
                     raise ValueError(f"{where} names {{{kind}.{name}}}, which is not available there")
                 if name not in known[kind]:
                     raise ValueError(f"{where} names {{{kind}.{name}}}, but no [[{kind}]] job is called {name!r}")
+        for i, job in enumerate(self.adapt):
+            earlier = {a.name for a in self.adapt[:i]}
+            for kind, name in PLACEHOLDER.findall(json.dumps(job.model_dump())):
+                if kind == "adapt" and name not in earlier:
+                    raise ValueError(f"adapt '{job.name}' names {{adapt.{name}}}: only an earlier [[adapt]] job can be named")
         setting_names = {s.name for s in self.settings}
         for setting in self.settings:
             if setting.compare_to is not None and setting.compare_to not in setting_names | {"base"}:

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 BASE = "base"
 # The arguments of an [[adapt]] job that name files or folders (relative to the config's folder).
-ADAPT_PATHS = ("corpus", "few_shot", "query_prompt", "system_prompt", "grounded_prompt")
+ADAPT_PATHS = ("corpus", "few_shot", "query_prompt", "system_prompt", "grounded_prompt", "merge_from")
 
 
 @dataclass
@@ -124,6 +124,8 @@ def plan(config: ExperimentConfig, only: str | None = None) -> list[Stage]:
         for key in ADAPT_PATHS:  # files named in the config
             if isinstance(args.get(key), str):
                 args[key] = _absolute(args[key], config.base_dir)
+            elif isinstance(args.get(key), list):
+                args[key] = [_absolute(v, config.base_dir) if isinstance(v, str) else v for v in args[key]]
         add(Stage("adapt", job.name, args, _placeholder_deps(args)))
     for job in config.mine:
         spec = job.model_dump()
@@ -355,7 +357,12 @@ class Runner:
         from synthrank.generate.adapt import adapt
 
         # Only the arguments that name files or folders take placeholders (a style is free text).
-        args = {key: self._fill(value, outputs) if key in ADAPT_PATHS else value for key, value in stage.spec.items()}
+        args = dict(stage.spec)
+        for key in ADAPT_PATHS:
+            if isinstance(args.get(key), list):
+                args[key] = [self._fill(value, outputs) for value in args[key]]
+            elif key in args:
+                args[key] = self._fill(args[key], outputs)
         result = adapt(output=stage.output, progress=self.show_progress, **args)
         manifest = result.manifest
         return {"filter": manifest["filter"], "contexts": manifest["contexts"],
