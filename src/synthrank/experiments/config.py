@@ -179,6 +179,7 @@ class Estimates(BaseModel):
     model_config = ConfigDict(extra="forbid")
     generate_passages_per_s: float = 1.5  # bundled SmolLM2, 16 sequences (benchmarks/generate_speed.py: ~1.9)
     adapt_queries_per_s: float = 1.0  # bundled SmolLM2 writing queries from SciFact abstracts
+    adapt_filter_yield: float = 0.5  # share of generated queries the round-trip filter keeps
     train_seconds_per_step: float = 6.0
     encode_passages_per_s: float = 60.0
     bm25_passages_per_s: float = 5000.0

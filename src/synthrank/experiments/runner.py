@@ -195,8 +195,13 @@ def _estimate(config: ExperimentConfig, ordered: list[Stage], stages: dict[str, 
             elif stage.kind == "adapt":
                 n = stage.spec.get("limit") or stage.spec.get("documents", 100)
                 queries = n * stage.spec.get("queries_per_doc", 1)
-                queries_of[stage.key] = queries
-                stage.estimate_s = queries / rates.adapt_queries_per_s
+                kept = queries * (rates.adapt_filter_yield if stage.spec.get("filter", True) else 1.0)
+                queries_of[stage.key] = round(kept)
+                # Queries merged from an earlier job's store are not generated again.
+                stage.estimate_s = 0.0 if stage.spec.get("merge_from") else queries / rates.adapt_queries_per_s
+                if stage.spec.get("grounded"):
+                    passages = kept * (stage.spec.get("grounded_levels", 4) - 1)
+                    stage.estimate_s += passages / rates.generate_passages_per_s
             elif stage.kind == "mine":
                 folder = resolve_dataset(stage.spec["dataset"])
                 queries_of[stage.key] = max(_count_lines(folder / "qrels" / f"{stage.spec['split']}.tsv") - 1, 0)
