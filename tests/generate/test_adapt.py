@@ -206,6 +206,8 @@ def test_query_validator():
     check = QueryValidator(min_words=3, max_words=10).check
     assert check("how do zebrafish hearts heal", document) is None
     assert check("zebrafish hearts", document) == "too short (2 words < 3)"
+    assert check("The above document is about zebrafish hearts", document) == "talks about the document, not its content"
+    assert check("what does this article say", document) == "talks about the document, not its content"
     assert check("Zebrafish regenerate heart muscle", document) == "copied a sentence of the document"
     assert check("in zebrafish research cardiomyocytes proliferate", document).startswith("copied from the document")
     assert check("how do zebrafish hearts heal", document, others=["How do zebrafish hearts heal?"]) == \

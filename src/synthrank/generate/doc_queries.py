@@ -8,9 +8,10 @@ items are ``(document id, QUERY_GRADE, k)`` -- the k-th query written for a docu
 every answer is committed as it arrives and a killed run resumes where it stopped.
 
 Answers are parsed leniently (labels, quotes, numbering, a JSON ``query`` field) and validated
-strictly: empty, too short or too long queries, copies of the document (a whole sentence or
-most of the query's word trigrams), copies of a few-shot example and duplicates of another
-query for the same document are rejected with the reason, and retried until ``max_attempts``.
+strictly: empty, too short or too long queries, queries about the document itself ("the above
+document ..."), copies of the document (a whole sentence or most of the query's word trigrams),
+copies of a few-shot example and duplicates of another query for the same document are
+rejected with the reason, and retried until ``max_attempts``.
 """
 
 from __future__ import annotations
@@ -164,6 +165,11 @@ def parse_query(text: str) -> str:
     return ""
 
 
+# Answers that talk about the document ("The above document provides ...", "What is the answer
+# to this article?") instead of asking for its content: small models write many.
+_META = re.compile(r"\b(?:the|this|that|above|given|following)\s+(?:document|article|text|passage|abstract)\b", re.I)
+
+
 def _trigrams(tokens: list[str]) -> set[tuple[str, ...]]:
     return {tuple(tokens[i:i + 3]) for i in range(len(tokens) - 2)}
 
@@ -187,6 +193,8 @@ class QueryValidator:
             return f"too short ({n} words < {self.min_words})"
         if n > self.max_words:
             return f"too long ({n} words > {self.max_words})"
+        if _META.search(query):
+            return "talks about the document, not its content"
         flat = " ".join(tokens)
         sentences = {normalise(s) for s in _SENTENCE.split(document)} | {normalise(document)}
         if flat in sentences:
