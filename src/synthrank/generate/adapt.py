@@ -31,6 +31,7 @@ import os
 import random
 import re
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -196,6 +197,41 @@ def source_rank(ranked: list[str], source: str) -> int | None:
     return ranked.index(source) + 1 if source in ranked else None
 
 
+def round_trip(queries: dict[str, str], sources: dict[str, str], ranking: dict[str, list[str]],
+               top_k: int) -> tuple[dict[str, str], list[dict]]:
+    """The consistency filter: queries whose source document ranks within ``top_k`` are kept;
+    the others are returned with the rank their source got (None: not retrieved)."""
+    kept: dict[str, str] = {}
+    dropped = []
+    for qid, text in queries.items():
+        rank = source_rank(ranking.get(qid, []), sources[qid])
+        if rank is None or rank > top_k:
+            dropped.append({"query_id": qid, "document": sources[qid], "query": text, "source_rank": rank})
+        else:
+            kept[qid] = text
+    return kept, dropped
+
+
+def build_contexts(queries: dict[str, str], sources: dict[str, str], bm25: dict[str, list[str]],
+                   bands: list[tuple[int, int, int]], docs: Corpus, random_negatives: int,
+                   seed: int) -> tuple[dict[str, dict[str, int]], int]:
+    """Each query's graded real documents: its source at level 3, BM25 neighbours graded by the
+    rule, ``random_negatives`` random documents at 0. Also returns how many queries got fewer
+    neighbours than the rule asks for (BM25 found too few documents sharing a term)."""
+    wanted = sum(last - first + 1 for first, last, _ in bands)
+    qrels: dict[str, dict[str, int]] = {}
+    short = 0
+    for qid in queries:
+        source = sources[qid]
+        context = {source: QUERY_GRADE}
+        context.update(grade_neighbours(bm25.get(qid, []), source, bands))
+        short += len(context) - 1 < wanted
+        if random_negatives:
+            context.update(_random_negatives(docs, qid, context, set(bm25.get(qid, [])), random_negatives, seed))
+        qrels[qid] = context
+    return qrels, short
+
+
 # --- the pipeline ---------------------------------------------------------------------------
 
 def adapt(
@@ -328,32 +364,13 @@ def _adapt_with(engine, prompts: QueryPromptSet, config: QueryConfig, docs: Corp
         filter_ranking = bm25
     timings["retrieve"] = time.perf_counter() - step
 
-    kept: dict[str, str] = {}
-    dropped = []
-    for qid, text in query_texts.items():
-        rank = source_rank(filter_ranking.get(qid, []), sources[qid]) if filter else None
-        if filter and (rank is None or rank > filter_top_k):
-            dropped.append({"query_id": qid, "document": sources[qid], "query": text, "source_rank": rank})
-        else:
-            kept[qid] = text
-
+    if filter:
+        kept, dropped = round_trip(query_texts, sources, filter_ranking, filter_top_k)
+    else:
+        kept, dropped = dict(query_texts), []
+    qrels, short_contexts = build_contexts(kept, sources, bm25, bands, docs, random_negatives, seed)
     row_of = docs.index()
-    qrels: dict[str, dict[str, int]] = {}
-    used: dict[str, None] = {}
-    grade_counts: dict[int, int] = {}
-    short_contexts = 0
-    for qid in kept:
-        source = sources[qid]
-        context = {source: QUERY_GRADE}
-        context.update(grade_neighbours(bm25.get(qid, []), source, bands))
-        if len(context) - 1 < sum(last - first + 1 for first, last, _ in bands):
-            short_contexts += 1
-        if random_negatives:
-            context.update(_random_negatives(docs, qid, context, set(bm25.get(qid, [])), random_negatives, seed))
-        qrels[qid] = context
-        for pid, grade in context.items():
-            used[pid] = None
-            grade_counts[grade] = grade_counts.get(grade, 0) + 1
+    used = dict.fromkeys(pid for judged in qrels.values() for pid in judged)
     passages = [{"_id": pid, "title": docs.titles[row_of[pid]], "text": docs.texts[row_of[pid]]} for pid in used]
     grounded_info = None
     if grounded and kept:
@@ -364,9 +381,9 @@ def _adapt_with(engine, prompts: QueryPromptSet, config: QueryConfig, docs: Corp
         for qid, judged in generated_passages.items():
             for pid, (grade, text) in judged.items():
                 qrels[qid][pid] = grade
-                grade_counts[grade] = grade_counts.get(grade, 0) + 1
                 passages.append({"_id": pid, "title": "", "text": text})
         timings["grounded_levels"] = time.perf_counter() - step
+    grade_counts = Counter(grade for judged in qrels.values() for grade in judged.values())
     write_corpus(output / "corpus.jsonl", passages)
     write_queries(output / "queries.jsonl", kept)
     write_qrels(output / "qrels" / "train.tsv", qrels)
