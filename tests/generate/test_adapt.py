@@ -203,7 +203,7 @@ def test_parse_query_strips_labels_quotes_and_json():
 
 def test_query_validator():
     document = "Zebrafish regenerate heart muscle.\nIn zebrafish research, cardiomyocytes proliferate after injury."
-    check = QueryValidator(min_words=3, max_words=10).check
+    check = QueryValidator(min_words=3, max_words=12).check
     assert check("how do zebrafish hearts heal", document) is None
     assert check("zebrafish hearts", document) == "too short (2 words < 3)"
     assert check("The above document is about zebrafish hearts", document) == "talks about the document, not its content"
@@ -212,8 +212,10 @@ def test_query_validator():
     assert check("in zebrafish research cardiomyocytes proliferate", document).startswith("copied from the document")
     assert check("how do zebrafish hearts heal", document, others=["How do zebrafish hearts heal?"]) == \
         "duplicate of another query for the document"
-    assert check("how many minutes to boil an egg", document, examples=["How many minutes to boil an egg"]) == \
+    example = "how many minutes to boil an egg for a runny yolk"
+    assert check("how many minutes to boil an egg for a soft-boiled egg", document, examples=[example]) == \
         "copy of a few-shot example"
+    assert check("how many minutes do zebrafish hearts need to heal", document, examples=[example]) is None
 
 
 def test_neighbour_rule():

@@ -181,6 +181,7 @@ class QueryValidator:
     # A query sharing at least this share of its word trigrams with the document is a copy of it.
     max_copied_trigrams: float = 0.8
     duplicate_jaccard: float = 0.8
+    example_jaccard: float = 0.5
 
     def check(self, query: str, document: str, others: Iterable[str] = (), examples: Iterable[str] = ()) -> str | None:
         """None when the query is acceptable, else why it is rejected. ``others``: the queries
@@ -204,10 +205,11 @@ class QueryValidator:
             copied = len(grams & _trigrams(words(document))) / len(grams)
             if copied >= self.max_copied_trigrams:
                 return f"copied from the document ({copied:.0%} of its word trigrams)"
-        for example in examples:
-            if normalise(example) == flat:
-                return "copy of a few-shot example"
         mine = set(tokens)
+        for example in examples:  # small models reuse the example's wording for any document
+            theirs = set(words(example))
+            if theirs and len(mine & theirs) / len(mine | theirs) >= self.example_jaccard:
+                return "copy of a few-shot example"
         for other in others:
             theirs = set(words(other))
             if theirs and len(mine & theirs) / len(mine | theirs) >= self.duplicate_jaccard:
