@@ -178,8 +178,10 @@ class Estimates(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     generate_passages_per_s: float = 1.5  # bundled SmolLM2, 16 sequences (benchmarks/generate_speed.py: ~1.9)
-    adapt_queries_per_s: float = 1.0  # bundled SmolLM2 writing queries from SciFact abstracts
-    adapt_filter_yield: float = 0.5  # share of generated queries the round-trip filter keeps
+    # `synthrank adapt --corpus scifact --documents 50` with the bundled SmolLM2: 50 queries in 272 s,
+    # 8 of 43 kept by the round-trip filter (2 shared cores; README, "Adapt to your own documents")
+    adapt_queries_per_s: float = 0.18
+    adapt_filter_yield: float = 0.2
     train_seconds_per_step: float = 6.0
     encode_passages_per_s: float = 60.0
     bm25_passages_per_s: float = 5000.0
