@@ -82,7 +82,7 @@ def test_runner_runs_the_adapt_stage_and_caches_it(tmp_path, monkeypatch):
 def test_dry_run_of_the_shipped_adapt_config(data_dir, monkeypatch):
     monkeypatch.setenv("SYNTHRANK_DATA_DIR", str(data_dir))
     config = load_experiment(REPO / "configs" / "adapt-scifact.toml")
-    assert config.adapt[0].arguments()["documents"] == 1000
+    assert config.adapt[0].arguments()["documents"] == 800
     result = CliRunner().invoke(app, ["experiment", str(REPO / "configs" / "adapt-scifact.toml"), "--dry-run",
                                       "--output", "/nonexistent/adapt-dry-run"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
