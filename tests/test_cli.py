@@ -38,3 +38,48 @@ def test_eval_unknown_dataset_offline(tmp_path, monkeypatch):
 def test_eval_bad_measure(tiny_beir):
     result = runner.invoke(app, ["eval", "--dataset", str(tiny_beir), "--model", "bm25", "--measures", "Bogus@1"])
     assert result.exit_code == 2 and "unknown measure" in result.output
+
+
+def _eval(*args):
+    return runner.invoke(app, ["eval", "--quiet", *args])
+
+
+def test_eval_bad_options_give_one_clear_line(tiny_beir, tiny_model_dir, tmp_path):
+    dataset = ["--dataset", str(tiny_beir)]
+    cases = [
+        (["--model", "bm25", "--measures", "nDCG@0"], "cutoff after '@' must be a whole number >= 1"),
+        (["--model", "bm25", "--measures", ","], "no measure given"),
+        (["--model", "bm25", "--bm25-stemmer", "klingon"], "unknown BM25 stemmer 'klingon'"),
+        (["--model", "bm25", "--bm25-k1", "-1"], "k1 must be >= 0"),
+        (["--model", str(tiny_model_dir), "--max-length", "-5"], "--max-length must be >= 1"),
+        (["--model", str(tiny_model_dir), "--max-length", "0"], "--max-length must be >= 1"),
+        (["--model", str(tiny_model_dir), "--max-length", "2000"], "must be between 1 and 128"),
+        (["--model", str(tmp_path / "no-such-model")], "no such folder. A model is a local folder"),
+    ]
+    for args, message in cases:
+        result = _eval(*dataset, *args)
+        assert result.exit_code == 2 and message in result.output, (args, result.output)
+        assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_eval_output_folder_is_refused_before_the_evaluation_runs(tiny_beir, tmp_path):
+    result = _eval("--dataset", str(tiny_beir), "--model", "bm25", "--output", str(tmp_path))
+    assert result.exit_code == 2 and "is a folder; give a file path" in result.output
+    assert "nDCG@10" not in result.output  # nothing was evaluated
+
+
+def test_eval_empty_corpus_fails_for_bm25_and_dense(tiny_beir, tiny_model_dir):
+    (tiny_beir / "corpus.jsonl").write_text("")
+    for model in ("bm25", str(tiny_model_dir)):
+        result = _eval("--dataset", str(tiny_beir), "--model", model)
+        assert result.exit_code == 2 and "corpus.jsonl: no passages (the file is empty)" in result.output
+
+
+def test_eval_misspelt_dataset_offline_lists_local_names(tiny_beir, monkeypatch):
+    monkeypatch.setenv("SYNTHRANK_DATA_DIR", str(tiny_beir.parent))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setenv("SYNTHRANK_BEIR_URL", "http://127.0.0.1:9")
+    result = _eval("--dataset", "tinny", "--model", "bm25")
+    assert result.exit_code == 2 and "HF_HUB_OFFLINE is set" in result.output
+    assert "Did you mean 'tiny'?" in result.output and "downloading" not in result.output

@@ -62,10 +62,24 @@ def eval_command(
         _fail(f"--dtype must be auto, float32 or bfloat16, not {dtype!r}")
     encoder_options = {"dtype": dtype, "pooling": pooling, "normalize": normalize, "query_prefix": query_prefix,
                        "passage_prefix": passage_prefix, "trust_remote_code": trust_remote_code}
-    if max_length:
+    if max_length is not None:
+        if max_length < 1:
+            _fail(f"--max-length must be >= 1 (tokens), not {max_length}")
         encoder_options.update(query_max_length=max_length, passage_max_length=max_length)
     bm25_options = {"k1": bm25_k1, "b": bm25_b, "stemmer": None if bm25_stemmer == "none" else bm25_stemmer,
                     "stopwords": None if bm25_stopwords == "none" else bm25_stopwords}
+    # Everything that can be checked without the data is checked before the evaluation runs.
+    for option, path in (("--output", output), ("--run", run)):
+        if path is not None and path.is_dir():
+            _fail(f"{option} {path} is a folder; give a file path, e.g. {path / ('results.json' if option == '--output' else 'run.trec')}")
+    try:
+        from synthrank.evaluate.metrics import parse_measures
+        from synthrank.retrieval.bm25 import BM25Config
+
+        parse_measures([m for m in measures.split(",") if m.strip()])
+        BM25Config(**bm25_options)
+    except ValueError as error:
+        _fail(str(error))
     try:
         result = evaluate_model(
             model, dataset, split, measures=[m for m in measures.split(",") if m.strip()],

@@ -68,6 +68,10 @@ def test_title_only_passage_is_kept_but_empty_query_is_not(tmp_path):
     ("q1\td1\t1.5\n", "score", "not an integer grade"),
     ("q1\td1\n", None, "expected 3 (BEIR) or 4 (TREC) columns"),
     ("q0\td0\t1\n", "corpus-id", "duplicate judgement"),
+    ("q1\td1\tinf\n", "score", "not an integer grade: 'inf'"),
+    ("q1\td1\tnan\n", "score", "not an integer grade: 'nan'"),
+    ("q1\td1\t1e30\n", "score", "grade '1e30' out of range"),
+    ("q1\td1\t-1\n", "score", "grade '-1' out of range"),
 ])
 def test_qrels_errors(tmp_path, row, field, problem):
     path = write(tmp_path / "qrels.tsv", "query-id\tcorpus-id\tscore\nq0\td0\t1\n" + row)
@@ -116,3 +120,47 @@ def test_writers_round_trip(tmp_path):
 def test_numeric_ids_are_read_as_strings(tmp_path):
     corpus = load_corpus(write(tmp_path / "c.jsonl", '{"_id": 42, "text": "x"}\n'))
     assert corpus.ids == ["42"]
+
+
+@pytest.mark.parametrize("name", ["corpus.jsonl", "queries.jsonl", "qrels.tsv", "run.trec"])
+def test_non_utf8_bytes_name_file_line_and_column(tmp_path, name):
+    from synthrank.data import load_run
+
+    rows = {"corpus.jsonl": ['{"_id": "a", "text": "fine"}', '{"_id": "b", "text": "caf\xe9"}'],
+            "queries.jsonl": ['{"_id": "a", "text": "fine"}', '{"_id": "b", "text": "caf\xe9"}'],
+            "qrels.tsv": ["a\td\t1", "b\tcaf\xe9\t1"], "run.trec": ["a Q0 d 1 1.0 t", "b Q0 caf\xe9 1 1.0 t"]}[name]
+    path = tmp_path / name
+    path.write_bytes("\n".join(rows).encode("latin-1") + b"\n")
+    reader = {"corpus.jsonl": load_corpus, "queries.jsonl": load_queries, "qrels.tsv": load_qrels,
+              "run.trec": load_run}[name]
+    error = error_of(reader, path)
+    assert error.path == path and error.line == 2 and "not valid UTF-8 (byte 0xe9 at column" in error.problem
+
+
+def test_a_byte_order_mark_before_the_qrels_header_is_ignored(tmp_path):
+    path = tmp_path / "qrels.tsv"
+    path.write_bytes("query-id\tcorpus-id\tscore\nq1\td1\t2\n".encode("utf-8-sig"))
+    assert load_qrels(path) == {"q1": {"d1": 2}}
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_bytes('{"_id": "a", "text": "fine"}\n'.encode("utf-8-sig"))
+    assert load_corpus(corpus).ids == ["a"]
+
+
+@pytest.mark.parametrize("name, empty, problem", [
+    ("queries.jsonl", "", "no queries (the file is empty)"),
+    ("corpus.jsonl", "\n", "no passages (the file is empty)"),
+    ("qrels/test.tsv", "query-id\tcorpus-id\tscore\n", "no judgements"),
+])
+def test_empty_files_are_errors_naming_the_file(tiny_beir, name, empty, problem):
+    (tiny_beir / name).write_text(empty)
+    error = error_of(load_beir, tiny_beir, "test")
+    assert error.path == tiny_beir / name and error.problem.startswith(problem)
+
+
+@pytest.mark.parametrize("reader, text", [
+    (load_corpus, '{"_id": "doc 1", "text": "x"}\n'),
+    (load_queries, '{"_id": "q\\t1", "text": "x"}\n'),
+])
+def test_ids_with_whitespace_are_rejected_at_load(tmp_path, reader, text):
+    error = error_of(reader, write(tmp_path / "f.jsonl", text))
+    assert error.line == 1 and error.field == "_id" and "contains whitespace" in error.problem

@@ -205,3 +205,11 @@ def test_example_recipes_parse():
     for path in files:
         recipe = load_recipe(path)
         assert recipe.sources
+
+
+def test_a_recipe_with_non_utf8_bytes_names_file_and_line(tmp_path):
+    path = tmp_path / "recipe.toml"
+    path.write_bytes('group_size = 4\n\n[[sources]]\nname = "caf\xe9"\ndataset = "x"\n'.encode("latin-1"))
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path)
+    assert info.value.path == path and info.value.line == 4 and "not valid UTF-8 (byte 0xe9)" in str(info.value)

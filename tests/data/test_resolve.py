@@ -38,6 +38,8 @@ def test_download_from_mirror(tiny_beir, tmp_path, monkeypatch):
     mirror = tmp_path / "mirror"
     mirror.mkdir()
     make_zip(tiny_beir, mirror / "tiny.zip")
+    for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(variable, raising=False)
     monkeypatch.delenv("SYNTHRANK_DATA_DIR", raising=False)
     monkeypatch.setenv("SYNTHRANK_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("SYNTHRANK_BEIR_URL", mirror.as_uri())
@@ -49,6 +51,8 @@ def test_download_from_mirror(tiny_beir, tmp_path, monkeypatch):
 
 
 def test_offline_failure_says_what_to_set(tmp_path, monkeypatch):
+    for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("SYNTHRANK_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("SYNTHRANK_BEIR_URL", "http://127.0.0.1:9/beir")  # nothing listens on port 9
     with pytest.raises(DatasetNotFoundError) as info:
@@ -64,6 +68,8 @@ def test_archive_escaping_target_is_refused(tmp_path, monkeypatch):
     with zipfile.ZipFile(mirror / "evil.zip", "w") as bundle:
         bundle.writestr("../outside.txt", "x")
     monkeypatch.delenv("SYNTHRANK_DATA_DIR", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     monkeypatch.setenv("SYNTHRANK_BEIR_URL", mirror.as_uri())
     with pytest.raises(DatasetNotFoundError, match="unsafe path"):
         resolve_dataset("evil")
@@ -73,3 +79,25 @@ def test_archive_escaping_target_is_refused(tmp_path, monkeypatch):
 def test_not_a_name():
     with pytest.raises(DatasetNotFoundError, match="no such folder"):
         resolve_dataset("/definitely/not/here")
+
+
+@pytest.mark.parametrize("variable", ["HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"])
+def test_offline_variables_forbid_the_download_and_local_names_are_listed(tiny_beir, tmp_path, monkeypatch, variable):
+    """A misspelt name must not reach the network when the user said offline; the mirror here
+    would serve it, so a download would show."""
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    make_zip(tiny_beir, mirror / "tinx.zip")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setenv(variable, "1")
+    monkeypatch.setenv("SYNTHRANK_DATA_DIR", str(tiny_beir.parent))
+    monkeypatch.setenv("SYNTHRANK_BEIR_URL", mirror.as_uri())
+    with pytest.raises(DatasetNotFoundError) as info:
+        resolve_dataset("tinx")
+    message = str(info.value)
+    assert f"{variable} is set" in message and "Did you mean 'tiny'?" in message
+    assert "datasets found locally: tiny" in message
+    from synthrank.data.resolve import cache_dir
+
+    assert not (cache_dir() / "datasets" / "tinx").exists()

@@ -38,3 +38,12 @@ def test_changed_corpus_misses_the_cache(tiny_beir, tiny_model_dir):
     changed_setting = evaluate_model(str(tiny_model_dir), str(tiny_beir), show_progress=False,
                                      encoder_options={"dtype": "float32", "pooling": "cls"})
     assert changed_setting.cache_hit is False
+
+
+def test_a_query_judging_its_own_id_relevant_is_warned_about_with_the_count(tiny_beir, caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        result = evaluate_model("bm25", str(tiny_beir), "test", show_progress=False)
+    assert "1 queries have a relevant passage with the query's own id (e.g. q3)" in result.qrels_warnings
+    assert "BEIR's rule drops such a hit" in caplog.text

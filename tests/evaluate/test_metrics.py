@@ -43,3 +43,13 @@ def test_measure_names():
     assert retrieval_depth(parse_measures(["nDCG@10", "R@1000"])) == 1000
     assert retrieval_depth(parse_measures(["nDCG@10"])) == 100
     assert retrieval_depth(parse_measures(["AP"])) == 1000
+
+
+@pytest.mark.parametrize("names, problem", [
+    (["nDCG@0"], "cutoff after '@' must be a whole number >= 1"),  # pytrec_eval would abort the process
+    (["RR@0"], "cutoff after '@' must be a whole number >= 1"),
+    ([], "no measure given"),
+])
+def test_measures_pytrec_eval_cannot_take_are_refused(names, problem):
+    with pytest.raises(ValueError, match=problem):
+        parse_measures(names)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from synthrank.data import load_qrels
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -50,10 +52,16 @@ def test_quickstart_small(env, tmp_path):
 TINY_EXPERIMENT = """
 name = "killed"
 output = "{out}"
+[[holdout]]
+name = "sf"
+dataset = "scifact"
+split = "train"
+size = 800
 [[generate]]
 name = "gen"
-queries = "scifact"
+queries = "{{holdout.sf}}"
 split = "train"
+references = "{{holdout.sf}}"
 sample = 4
 [train]
 batch_size = 2
@@ -92,7 +100,14 @@ def test_experiment_killed_mid_training_finishes_on_rerun(env, tmp_path, tiny_be
     process.wait()
     record = json.loads((out / "train" / "ws2" / "stage.json").read_text())
     assert record["status"] == "running"
-    assert json.loads((out / "generate" / "gen" / "stage.json").read_text())["status"] == "done"
+    generated = json.loads((out / "generate" / "gen" / "stage.json").read_text())
+    assert generated["status"] == "done"
+    # grounded on the 9 claims the holdout left for training: real level 3, three written levels
+    held_out = set(load_qrels(out / "holdout" / "sf" / "qrels" / "dev.tsv"))
+    trained_on = set(load_qrels(out / "generate" / "gen" / "qrels" / "train.tsv"))
+    assert len(trained_on) == 4 and not trained_on & held_out
+    manifest = json.loads((out / "generate" / "gen" / "manifest.json").read_text())
+    assert manifest["parameters"]["mode"] == "grounded" and set(manifest["fidelity"]) == {"bm25", "encoder"}
     done = synthrank("experiment", str(config), "--quiet", env=env, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "[done] generate/gen (cached)" in done.stdout and "[resume] train/ws2" in done.stdout

@@ -288,3 +288,46 @@ def test_report_shows_mean_std_over_seeds_and_paired_p_values(tmp_path):
     sig = next(line for line in text.splitlines() if line.startswith("| ws2 | sf/dev |"))
     assert "+0.1100 (p < 0.001)" in sig and "| real |" in sig and "+0.1000 (p < 0.001)" in sig and "40 / 0" in sig
     assert (out / "plots" / "nDCG_at_10_sf_dev.png").is_file()
+
+
+@pytest.mark.parametrize("change, field, text", [
+    (lambda d: d["settings"][0].update(loss="ws3"), "settings[0].loss", "unknown loss 'ws3'"),
+    (lambda d: d.update(train={"lrr": 1e-5}), "train.lrr", "Extra inputs are not permitted"),
+    (lambda d: d["settings"][1].update(train={"epoch": 2}), "settings[1].train.epoch", "Extra inputs"),
+    (lambda d: d["settings"][1].update(train={"loss_params": {"nonsense": 1}}), "settings[1].train.loss_params",
+     "invalid parameters for loss 'infonce'"),
+    (lambda d: d["settings"][0]["recipe"].update(group_sise=4), "settings[0].recipe.group_sise", "Extra inputs"),
+    (lambda d: d["settings"][0]["recipe"]["sources"][0].update(min_grad=1), "settings[0].recipe.sources[0].min_grad",
+     "Extra inputs"),
+    (lambda d: d["generate"][0].update(temprature=0.3), "generate[0].temprature", "unknown option of [[generate]]"),
+    (lambda d: d.update(train={"model": "other"}), "train.model", "set by [base] model"),
+])
+def test_plan_rejects_bad_stage_options_naming_file_and_section(tmp_path, change, field, text):
+    data = config_dict(tmp_path)
+    change(data)
+    config_file = tmp_path / "exp.json"
+    config_file.write_text(json.dumps(data))
+    with pytest.raises(ExperimentConfigError) as caught:
+        plan(load_experiment(config_file))
+    message = str(caught.value)
+    assert message.startswith(f"{config_file}: field '{field}':") and text in message
+    assert "<command line>" not in message and "recipe.json" not in message
+
+
+def test_dry_run_reports_every_problem_and_accepts_generate_parameters(tmp_path):
+    from typer.testing import CliRunner
+
+    from synthrank.cli import app
+
+    data = config_dict(tmp_path)
+    data["generate"][0].update(temperature=0.3, min_success=0.8, mode="per-level")  # real generate() parameters
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(data))
+    assert CliRunner().invoke(app, ["experiment", str(good), "--dry-run"]).exit_code == 0
+    data["settings"][0]["loss"] = "ws3"
+    data["train"] = {"lrr": 1}
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(data))
+    result = CliRunner().invoke(app, ["experiment", str(bad), "--dry-run"])
+    assert result.exit_code == 2 and str(bad) in result.output
+    assert "settings[0].loss" in result.output and "train.lrr" in result.output

@@ -82,11 +82,15 @@ class FaultPlan:
     """Which fault the n-th request gets: a list of modes consumed in order, then ``default``.
 
     Modes: ``ok``, ``500``, ``503``, ``429``, ``slow`` (answers after ``slow_seconds``),
-    ``malformed`` (200 with a broken body), ``drop`` (closes the connection), ``400``.
+    ``malformed`` (200 with a broken body), ``drop`` (closes the connection), ``400``, ``401``,
+    ``403``, ``404``, ``400-model`` (400 "model 'x' not found"), and ``echo-<status>`` (that
+    status with a body echoing the request's bearer token so that it starts 10 characters
+    before character ``echo_cut`` of the body: a text cut there keeps the token's first 10).
     """
 
     def __init__(self, modes: Sequence[str] = (), default: str = "ok", slow_seconds: float = 3.0,
-                 every: dict[int, str] | None = None):
+                 every: dict[int, str] | None = None, echo_cut: int = 300):
+        self.echo_cut = echo_cut
         self.modes = list(modes)
         self.default = default
         self.slow_seconds = slow_seconds
@@ -144,8 +148,17 @@ def _make_handler(answer: Callable[[dict], dict], plan: FaultPlan, auth_seen: li
                 self.close_connection = True
                 self.connection.shutdown(2)
                 return
-            if mode in {"500", "503", "400"}:
+            if mode in {"500", "503", "400", "401", "403", "404"}:
                 self._send(int(mode), json.dumps({"error": {"message": f"injected {mode}"}}).encode())
+                return
+            if mode == "400-model":
+                self._send(400, b'{"error": {"message": "model \'nonesuch\' not found, try pulling it first"}}')
+                return
+            if mode.startswith("echo-"):
+                token = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
+                head = '{"error": {"message": "invalid key '
+                text = head + "x" * (plan.echo_cut - 10 - len(head)) + token + ' was rejected"}}'
+                self._send(int(mode.removeprefix("echo-")), text.encode())
                 return
             if mode == "429":
                 self._send(429, b'{"error": {"message": "rate limited"}}', {"Retry-After": "0.05"})

@@ -105,3 +105,48 @@ def test_cli_reports_bad_input_cleanly(tmp_path):
     result = CliRunner().invoke(make_app(), ["generate", "--queries", str(bad), "--output", str(tmp_path / "o"),
                                              "--backend", "nope"])
     assert result.exit_code == 2
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_cli_generate_exits_non_zero_when_nothing_or_too_little_succeeded(tmp_path, queries_file):
+    common = ["generate", "--queries", str(queries_file), "--backend", "openai", "--model", "fake-model", "--quiet",
+              "--max-retries", "0", "--max-attempts", "1"]
+    refused = CliRunner().invoke(make_app(), [*common, "--output", str(tmp_path / "a"),
+                                              "--base-url", f"http://127.0.0.1:{_closed_port()}/v1"])
+    assert refused.exit_code == 1 and "only 0 of 20 passages" in refused.output and "ConnectError" in refused.output
+    with FakeOpenAIServer(FaultPlan(default="401")) as server:
+        denied = CliRunner().invoke(make_app(), [*common, "--output", str(tmp_path / "b"), "--base-url", server.url])
+    assert denied.exit_code == 1 and "HTTP 401" in denied.output and server.plan.count <= 8  # one window at most
+    with FakeOpenAIServer(FaultPlan(every={2: "500"})) as server:  # every second request fails: 10 of 20
+        args = [*common, "--output", str(tmp_path / "c"), "--base-url", server.url, "--concurrency", "1"]
+        assert CliRunner().invoke(make_app(), [*args, "--min-success", "0.9"]).exit_code == 1
+    with FakeOpenAIServer(FaultPlan(every={2: "500"})) as server:
+        args = [*common, "--output", str(tmp_path / "d"), "--base-url", server.url, "--concurrency", "1"]
+        result = CliRunner().invoke(make_app(), [*args, "--min-success", "0.4"])
+    assert result.exit_code == 0, result.output
+
+
+def test_cli_generate_refuses_another_configurations_export(tmp_path, queries_file):
+    common = ["generate", "--queries", str(queries_file), "--backend", "openai", "--model", "fake-model", "--quiet",
+              "--output", str(tmp_path / "o"), "--limit", "3"]
+    with FakeOpenAIServer() as server:
+        assert CliRunner().invoke(make_app(), [*common, "--base-url", server.url]).exit_code == 0
+        result = CliRunner().invoke(make_app(), [*common, "--base-url", server.url, "--temperature", "0.2"])
+        assert result.exit_code == 2 and "temperature: 0.7 -> 0.2" in result.output
+        assert len(load_beir(tmp_path / "o", split="train").corpus) == 12
+        result = CliRunner().invoke(make_app(), [*common, "--base-url", server.url, "--temperature", "0.2",
+                                                 "--overwrite"])
+        assert result.exit_code == 0, result.output
+
+
+def test_cli_keeps_quotes_of_messages(tmp_path, queries_file, judged_folder):
+    result = CliRunner().invoke(make_app(), ["generate", "--queries", str(judged_folder), "--split", "dev",
+                                             "--output", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "split 'dev'" in result.output

@@ -126,3 +126,23 @@ def test_batched_engine_copies_shared_prompts_instead_of_decoding_them():
     assert copies >= 3 and no_copies == 0
     # 4 slots: without sharing each decodes a full prompt first; with it, one does
     assert decoded_shared < 0.5 * decoded_alone < total
+
+
+def test_requantize_is_quiet_unless_verbose(tmp_path, capfd):
+    """llama.cpp logs each re-encoded tensor (~300 lines); only -v (synthrank at INFO) shows them."""
+    import logging
+
+    from synthrank.generate.backends.llama_cpp import requantize
+
+    source = _bundled()
+    capfd.readouterr()
+    requantize(source, "q8_0", cache=tmp_path / "quiet", threads=2)
+    assert len(capfd.readouterr().err.splitlines()) < 5
+    synthrank_logger = logging.getLogger("synthrank")
+    previous = synthrank_logger.level
+    synthrank_logger.setLevel(logging.INFO)
+    try:
+        requantize(source, "q8_0", cache=tmp_path / "verbose", threads=2)
+    finally:
+        synthrank_logger.setLevel(previous)
+    assert len(capfd.readouterr().err.splitlines()) > 100

@@ -10,9 +10,10 @@ import pytest
 pytest.importorskip("httpx")
 
 from synthrank.data import load_beir  # noqa: E402
-from synthrank.generate.api import generate  # noqa: E402
+from synthrank.generate.api import GenerationShortfallError, generate  # noqa: E402
 from synthrank.generate.backends.base import ChatRequest  # noqa: E402
-from synthrank.generate.backends.openai import OpenAIBackend  # noqa: E402
+from synthrank.generate.backends.openai import OpenAIBackend, redact_secret  # noqa: E402
+from synthrank.generate.runner import FatalBackendError  # noqa: E402
 
 from .fakes import FakeOpenAIServer, FaultPlan  # noqa: E402
 
@@ -100,3 +101,53 @@ def test_generation_run_survives_faults_without_losing_items(tmp_path, queries_f
     assert len(ds.corpus) == 20 and result.manifest["counts"]["failed"] == 0
     assert b.retries >= 1 and {"500", "429", "slow"} & set(plan.seen)
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["backend"] == "openai"
+
+
+KEY = "sk-live-Zq8Lr2Vx9Tb4Mw7"  # 23 characters
+
+
+def _pieces_of_key_in(folder, length=8) -> list[str]:
+    """Every 8-character piece of KEY found in any file of ``folder`` (store, WAL, manifest)."""
+    blob = b"".join(p.read_bytes() for p in folder.rglob("*") if p.is_file())
+    return [KEY[i:i + length] for i in range(len(KEY) - length + 1) if KEY[i:i + length].encode() in blob]
+
+
+def test_redaction_removes_the_key_and_any_long_piece_of_it():
+    assert redact_secret(f"a {KEY} b", KEY) == "a *** b"
+    assert redact_secret(f"cut here: {KEY[:12]}", KEY) == "cut here: ***"
+    assert redact_secret(f"{KEY[5:14]} and {KEY[:7]}", KEY) == f"*** and {KEY[:7]}"  # 7 characters stay
+    assert redact_secret("nothing secret", KEY) == "nothing secret" and redact_secret("x", None) == "x"
+
+
+@pytest.mark.parametrize("status, cut, error", [("500", 200, GenerationShortfallError), ("401", 300, FatalBackendError)])
+def test_a_key_echoed_across_the_cut_leaks_nowhere(tmp_path, queries_file, monkeypatch, status, cut, error):
+    """The server echoes the key so that it straddles the point where the error text is cut
+    (200 characters for retried errors, 300 for the others)."""
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    out = tmp_path / "out"
+    with FakeOpenAIServer(FaultPlan(default=f"echo-{status}", echo_cut=cut)) as server:
+        with pytest.raises(error):
+            generate(queries_file, out, backend_instance=backend(server, max_retries=0), progress=False, limit=2,
+                     max_attempts=1)
+        assert server.auth_seen[0] == f"Bearer {KEY}"
+    assert (out / "generate.sqlite").is_file()
+    assert _pieces_of_key_in(out) == []
+    errors = [row[0] for row in __import__("sqlite3").connect(out / "generate.sqlite").execute(
+        "SELECT error FROM requests")]
+    assert errors and all(f"HTTP {status}" in e and "***" in e for e in errors)
+
+
+@pytest.mark.parametrize("mode", ["401", "403", "404", "400-model"])
+def test_errors_no_retry_can_fix_stop_the_run_at_once(tmp_path, queries_file, mode):
+    with FakeOpenAIServer(FaultPlan(default=mode)) as server:
+        b = backend(server, concurrency=1)
+        with pytest.raises(FatalBackendError, match=f"(?s)HTTP {mode[:3]}.*retrying cannot fix"):
+            generate(queries_file, tmp_path / "out", backend_instance=b, progress=False)
+    assert server.plan.count == 1 and b.retries == 0  # not 5 queries x 4 attempts
+    from synthrank.generate.store import Store
+
+    with Store.in_dir(tmp_path / "out") as store:  # nothing recorded as failed: a fixed key resumes cleanly
+        assert list(store.items(store.fingerprints()[0])) == []
+    with FakeOpenAIServer() as server:
+        result = generate(queries_file, tmp_path / "out", backend_instance=backend(server), progress=False)
+    assert result.manifest["counts"]["passages"] == 20

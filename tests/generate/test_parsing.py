@@ -105,3 +105,21 @@ def test_reason_kind():
 
     assert reason_kind("attempt 1 (joint): no JSON | attempt 2 (level): too short (3 words < 30)") == "too short"
     assert reason_kind("attempt 1 (level): backend error: HTTP 500: x") == "backend error: HTTP 500: x"
+
+
+def test_answers_about_the_task_are_rejected() -> None:
+    from synthrank.generate.parsing import Validator, shingles
+    from synthrank.generate.prompts import PromptSet
+    from synthrank.generate.runner import prompt_shingles
+
+    instructions = prompt_shingles(PromptSet.load(grounded=True))
+    body = " ".join(["Volcanic islands form when magma rises through the ocean floor and cools."] * 3)
+    check = Validator().check
+    assert check(body, "volcanoes", instructions=instructions) is None
+    assert check("I'm ready to help. " + body, "volcanoes", instructions=instructions) == \
+        "talks to the user instead of writing a passage"
+    echo = "A new passage of 60 to 100 words, a single paragraph written like a paragraph from a web page. " + body
+    assert check(echo, "volcanoes", instructions=instructions) == "repeats the prompt's instructions"
+    label = 'Search query: "volcanoes" Reference passage: "Islands." ' + body
+    assert check(label, "volcanoes", instructions=instructions) == "repeats the prompt's instructions"
+    assert len(shingles("one two three four five six seven")) == 2

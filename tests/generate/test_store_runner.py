@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 
 from synthrank.data import load_beir
-from synthrank.generate.api import generate, merge
+from synthrank.generate.api import ExportConflictError, GenerationShortfallError, generate, merge
 from synthrank.generate.backends.base import Completion
 from synthrank.generate.store import Store
 
@@ -45,7 +45,7 @@ def test_rerun_skips_done_items_and_changed_parameters_start_fresh(tmp_path, que
     run(queries_file, out, more, limit=4)  # same fingerprint, two more queries
     assert len(more.calls) == 2
     other = ScriptedBackend()
-    run(queries_file, out, other, limit=2, temperature=0.1)  # new fingerprint: new items
+    run(queries_file, out, other, limit=2, temperature=0.1, overwrite=True)  # new fingerprint: new items
     assert len(other.calls) == 2
     with Store.in_dir(out) as store:
         assert len(store.fingerprints()) == 2
@@ -155,3 +155,46 @@ def test_per_level_mode_and_several_passages_per_level(tmp_path, queries_file):
     ds = load_beir(tmp_path / "out", split="train")
     assert sorted(ds.qrels["q1"]) == ["q1-L0-0", "q1-L0-1", "q1-L1-0", "q1-L1-1"]
     assert result.manifest["counts"]["expected_passages"] == 4
+
+
+def test_another_configuration_does_not_replace_an_export_without_overwrite(tmp_path, queries_file):
+    out = tmp_path / "out"
+    run(queries_file, out, ScriptedBackend(), limit=3)
+    corpus_before = (out / "corpus.jsonl").read_text()
+    other = ScriptedBackend()
+    with pytest.raises(ExportConflictError, match=r"temperature: 0\.7 -> 0\.9") as caught:
+        run(queries_file, out, other, limit=0, temperature=0.9)
+    assert "--overwrite" in str(caught.value) and "12 passages" in str(caught.value)
+    assert other.calls == [] and (out / "corpus.jsonl").read_text() == corpus_before
+    # The same configuration resumes (a smaller selection keeps what the export holds) ...
+    run(queries_file, out, ScriptedBackend(), limit=0, min_success=0)
+    assert len(load_beir(out, split="train").corpus) == 12
+    # ... and overwrite=True replaces the export.
+    run(queries_file, out, ScriptedBackend(), limit=1, temperature=0.9, overwrite=True)
+    assert len(load_beir(out, split="train").corpus) == 4
+
+
+def test_a_beir_folder_not_written_by_generate_is_not_replaced(tmp_path, queries_file):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "corpus.jsonl").write_text('{"_id": "d1", "text": "my own passage"}\n')
+    with pytest.raises(ExportConflictError, match="no manifest.json"):
+        run(queries_file, out, ScriptedBackend(), limit=1)
+    assert (out / "corpus.jsonl").read_text() == '{"_id": "d1", "text": "my own passage"}\n'
+
+
+def test_too_few_passages_raise_after_the_export(tmp_path, queries_file):
+    def half_fail(request, n):  # levels 3 and 2 written, 1 and 0 fail: 50 %
+        if "related." in request.messages[-1]["content"] or "irrelevant" in request.messages[-1]["content"]:
+            return Completion(error="HTTP 500: boom")
+        return good_answer(request.messages)
+
+    with pytest.raises(GenerationShortfallError, match=r"only 4 of 8 passages.*at least 60%.*HTTP 500") as caught:
+        run(queries_file, tmp_path / "a", ScriptedBackend(half_fail), limit=2, max_attempts=1, min_success=0.6,
+            mode="per-level")
+    assert caught.value.result.manifest["counts"]["passages"] == 4
+    assert (tmp_path / "a" / "manifest.json").is_file()
+    run(queries_file, tmp_path / "b", ScriptedBackend(half_fail), limit=2, max_attempts=1, min_success=0.5,
+        mode="per-level")
+    with pytest.raises(GenerationShortfallError, match="only 0 of 20"):  # nothing at all: always an error
+        run(queries_file, tmp_path / "c", ScriptedBackend(lambda r, n: Completion(error="refused")), min_success=0)

@@ -91,3 +91,35 @@ def test_bundled_minilm_matches_sentence_transformers(data_dir):
     reference = SentenceTransformer(str(bundled_encoder_path()), device="cpu").encode(docs, normalize_embeddings=True)
     ours = Encoder(EncoderConfig(dtype="float32")).encode(docs, show_progress=False)
     np.testing.assert_allclose(ours, reference, atol=2e-5)
+
+
+@pytest.mark.parametrize("model", ["/no/such/model", "./runs/x/model", "runs/x/model"])
+def test_a_missing_model_path_says_so_and_what_is_accepted(model):
+    from synthrank.models import resolve_model_path
+
+    with pytest.raises(FileNotFoundError, match=r"no such folder\. A model is a local folder.*bundled alias.*hub id"):
+        resolve_model_path(model)
+
+
+def test_a_hub_id_is_refused_offline(monkeypatch):
+    from synthrank.models import resolve_model_path
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE forbid"):
+        resolve_model_path("some-org/some-model")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    assert resolve_model_path("some-org/some-model") == "some-org/some-model"
+
+
+@pytest.mark.parametrize("length", [0, 129, 2000])
+def test_max_length_outside_the_model_positions_is_refused(tiny_model_dir, length):
+    with pytest.raises(ValueError, match="must be between 1 and 128"):
+        Encoder(EncoderConfig(model=str(tiny_model_dir), query_max_length=length, passage_max_length=length))
+
+
+def test_progress_unit_is_spelt_queries(tiny_model_dir, capsys):
+    encoder = Encoder(EncoderConfig(model=str(tiny_model_dir), dtype="float32"))
+    encoder.encode(["a query", "another"], "query", show_progress=True)
+    err = capsys.readouterr().err
+    assert "queries" in err and "querys" not in err

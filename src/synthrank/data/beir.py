@@ -8,6 +8,7 @@ through a temporary file and an atomic rename, so a crash never leaves half a fi
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
@@ -69,20 +70,40 @@ class QrelsReport:
         return "; ".join(parts) if parts else "all qrels resolve"
 
 
+# pytrec_eval keeps grades in a C int; a grade must also be a finite whole number.
+MAX_GRADE = 2**31 - 1
+
+
+def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, text)`` for each line of a UTF-8 file (a byte-order mark at the start
+    is dropped); bytes that are not UTF-8 raise DataFormatError naming the line and column."""
+    path = Path(path)
+    with path.open("rb") as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise DataFormatError(path, line_number, None,
+                                      f"not valid UTF-8 (byte 0x{raw[error.start]:02x} at column {error.start + 1}); "
+                                      f"re-encode the file as UTF-8") from None
+            if line_number == 1 and line.startswith("\ufeff"):
+                line = line[1:]
+            yield line_number, line
+
+
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
     """Yield ``(line_number, object)`` for each non-blank line; malformed JSON is an error."""
     path = Path(path)
-    with path.open("r", encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataFormatError(path, line_number, None, f"malformed JSON ({error.msg})") from None
-            if not isinstance(record, dict):
-                raise DataFormatError(path, line_number, None, "expected a JSON object")
-            yield line_number, record
+    for line_number, line in iter_lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataFormatError(path, line_number, None, f"malformed JSON ({error.msg})") from None
+        if not isinstance(record, dict):
+            raise DataFormatError(path, line_number, None, "expected a JSON object")
+        yield line_number, record
 
 
 def _required_str(path: Path, line: int, record: dict, name: str, allow_empty: bool = False) -> str:
@@ -98,13 +119,23 @@ def _required_str(path: Path, line: int, record: dict, name: str, allow_empty: b
     return value
 
 
+def _required_id(path: Path, line: int, record: dict) -> str:
+    """An ``_id``: qrels and TREC run files separate their columns by whitespace, so an id
+    holding whitespace could not be written to or read back from them."""
+    value = _required_str(path, line, record, "_id")
+    if any(char.isspace() for char in value):
+        raise DataFormatError(path, line, "_id", f"id {value!r} contains whitespace, which qrels and run files "
+                                                  f"cannot hold; rename it")
+    return value
+
+
 def load_corpus(path: str | Path) -> Corpus:
     """Read ``corpus.jsonl``: ``_id`` and ``text`` required, ``title`` optional, ids unique."""
     path = Path(path)
     corpus = Corpus()
     first_line: dict[str, int] = {}
     for line, record in iter_jsonl(path):
-        pid = _required_str(path, line, record, "_id")
+        pid = _required_id(path, line, record)
         title = record.get("title") or ""
         if not isinstance(title, str):
             raise DataFormatError(path, line, "title", f"expected a string, got {type(title).__name__}")
@@ -125,7 +156,7 @@ def load_queries(path: str | Path) -> dict[str, str]:
     queries: dict[str, str] = {}
     first_line: dict[str, int] = {}
     for line, record in iter_jsonl(path):
-        qid = _required_str(path, line, record, "_id")
+        qid = _required_id(path, line, record)
         text = _required_str(path, line, record, "text")
         if qid in first_line:
             raise DataFormatError(path, line, "_id", f"duplicate id {qid!r} (first on line {first_line[qid]})")
@@ -139,8 +170,11 @@ def _parse_grade(path: Path, line: int, raw: str) -> int:
         value = float(raw)
     except ValueError:
         raise DataFormatError(path, line, "score", f"not an integer grade: {raw!r}") from None
-    if value != int(value):
+    if not math.isfinite(value) or value != int(value):
         raise DataFormatError(path, line, "score", f"not an integer grade: {raw!r}")
+    if not 0 <= value <= MAX_GRADE:
+        raise DataFormatError(path, line, "score", f"grade {raw!r} out of range: grades are whole numbers from 0 "
+                                                   f"(not relevant) to {MAX_GRADE}")
     return int(value)
 
 
@@ -150,29 +184,28 @@ def load_qrels(path: str | Path) -> Qrels:
     path = Path(path)
     qrels: Qrels = {}
     seen: dict[tuple[str, str], int] = {}
-    with path.open("r", encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            columns = line.split()
-            if line_number == 1 and columns[:2] == ["query-id", "corpus-id"]:
-                continue
-            if len(columns) == 3:
-                qid, pid, raw = columns
-            elif len(columns) == 4:
-                qid, _, pid, raw = columns
-            else:
-                raise DataFormatError(
-                    path, line_number, None, f"expected 3 (BEIR) or 4 (TREC) columns, got {len(columns)}"
-                )
-            grade = _parse_grade(path, line_number, raw)
-            if (qid, pid) in seen:
-                raise DataFormatError(
-                    path, line_number, "corpus-id",
-                    f"duplicate judgement for query {qid!r}, passage {pid!r} (first on line {seen[qid, pid]})",
-                )
-            seen[qid, pid] = line_number
-            qrels.setdefault(qid, {})[pid] = grade
+    for line_number, line in iter_lines(path):
+        if not line.strip():
+            continue
+        columns = line.split()
+        if line_number == 1 and columns[:2] == ["query-id", "corpus-id"]:
+            continue
+        if len(columns) == 3:
+            qid, pid, raw = columns
+        elif len(columns) == 4:
+            qid, _, pid, raw = columns
+        else:
+            raise DataFormatError(
+                path, line_number, None, f"expected 3 (BEIR) or 4 (TREC) columns, got {len(columns)}"
+            )
+        grade = _parse_grade(path, line_number, raw)
+        if (qid, pid) in seen:
+            raise DataFormatError(
+                path, line_number, "corpus-id",
+                f"duplicate judgement for query {qid!r}, passage {pid!r} (first on line {seen[qid, pid]})",
+            )
+        seen[qid, pid] = line_number
+        qrels.setdefault(qid, {})[pid] = grade
     return qrels
 
 
@@ -226,8 +259,14 @@ def load_beir(folder: str | Path, split: str = "test", with_corpus: bool = True)
         if not (folder / name).is_file():
             raise FileNotFoundError(f"{folder / name}: missing; a BEIR folder needs corpus.jsonl, queries.jsonl and qrels/")
     all_queries = load_queries(folder / "queries.jsonl")
+    if not all_queries:
+        raise DataFormatError(folder / "queries.jsonl", None, None, "no queries (the file is empty)")
     corpus = load_corpus(folder / "corpus.jsonl") if with_corpus else None
+    if corpus is not None and not len(corpus):
+        raise DataFormatError(folder / "corpus.jsonl", None, None, "no passages (the file is empty)")
     qrels = load_qrels(qrels_path)
+    if not qrels:
+        raise DataFormatError(qrels_path, None, None, "no judgements (the file is empty or holds only a header)")
     report = check_qrels(qrels, all_queries.keys(), corpus.ids if corpus is not None else None)
     queries = {qid: all_queries[qid] for qid in qrels if qid in all_queries}
     return BeirDataset(folder, split, corpus, queries, qrels, report)

@@ -38,7 +38,13 @@ def read_config_file(path: str | Path, error_cls: type[DataFormatError] = DataFo
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: {what} file not found")
-    text = path.read_text(encoding="utf-8")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        raise error_cls(path, line, None, f"not valid UTF-8 (byte 0x{raw[error.start]:02x}); "
+                                          f"re-encode the file as UTF-8") from None
     suffix = path.suffix.lower()
     data = None
     if suffix != ".json":

@@ -24,3 +24,11 @@ class DataFormatError(ValueError):
 
 class DatasetNotFoundError(FileNotFoundError):
     """A dataset name could not be resolved to a folder (locally, in the cache or by download)."""
+
+
+def error_message(error: BaseException) -> str:
+    """The text of an error for the user; a KeyError's one argument without the quotes str()
+    adds (stripping quotes from str() instead would also eat a quote that ends the message)."""
+    if isinstance(error, KeyError) and len(error.args) == 1:
+        return str(error.args[0])
+    return str(error)

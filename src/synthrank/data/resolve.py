@@ -25,6 +25,38 @@ BEIR_BASE_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datas
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def offline() -> bool:
+    """Whether the user asked for no downloads (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``
+    set to 1, true, yes or on, as huggingface_hub reads them)."""
+    return any(os.environ.get(name, "").strip().upper() in {"1", "TRUE", "YES", "ON"} for name in OFFLINE_VARIABLES)
+
+
+def local_dataset_names() -> list[str]:
+    """BEIR folders (holding queries.jsonl) under ``$SYNTHRANK_DATA_DIR`` and the cache."""
+    roots = [Path(os.environ["SYNTHRANK_DATA_DIR"])] if os.environ.get("SYNTHRANK_DATA_DIR") else []
+    roots.append(cache_dir() / "datasets")
+    names = set()
+    for root in roots:
+        if root.is_dir():
+            names.update(child.name for child in root.iterdir() if _is_beir_folder(child))
+    return sorted(names)
+
+
+def _not_found(name: str, searched: list[str], why: str) -> DatasetNotFoundError:
+    import difflib
+
+    names = local_dataset_names()
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    available = f"datasets found locally: {', '.join(names)}" if names else "no dataset found locally"
+    return DatasetNotFoundError(
+        f"dataset {name!r} not found (looked in: {', '.join(searched)}); {why}.{hint} {available}. "
+        f"Set SYNTHRANK_DATA_DIR to a folder holding '{name}/', or pass the dataset's path.")
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("SYNTHRANK_CACHE_DIR", Path.home() / ".cache" / "synthrank"))
 
@@ -55,7 +87,10 @@ def resolve_dataset(name_or_path: str | Path, download: bool = True) -> Path:
     if _is_beir_folder(cached):
         return cached
     if not download:
-        raise DatasetNotFoundError(f"dataset {name!r} not found (looked in: {', '.join(searched)})")
+        raise _not_found(name, searched, "downloading was not asked for")
+    if offline():
+        variables = "/".join(v for v in OFFLINE_VARIABLES if os.environ.get(v))
+        raise _not_found(name, searched, f"{variables} is set, so it is not downloaded")
     return download_beir(name, cached.parent, searched)
 
 
@@ -74,11 +109,7 @@ def download_beir(name: str, target_root: Path, searched: list[str] | None = Non
                         out.write(chunk)
                         bar.update(len(chunk))
         except (urllib.error.URLError, OSError, TimeoutError) as error:
-            looked = f" Looked in: {', '.join(searched)}." if searched else ""
-            raise DatasetNotFoundError(
-                f"dataset {name!r} is not available locally and downloading {url} failed ({error}).{looked} "
-                f"Set SYNTHRANK_DATA_DIR to a folder holding '{name}/', or pass the dataset's path."
-            ) from None
+            raise _not_found(name, searched or [], f"downloading {url} failed ({error})") from None
         with zipfile.ZipFile(archive) as bundle:
             for member in bundle.namelist():  # refuse archives that write outside the target
                 if member.startswith("/") or ".." in Path(member).parts:

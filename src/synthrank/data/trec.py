@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from synthrank.data.beir import Qrels, atomic_write, load_qrels
+from synthrank.data.beir import Qrels, atomic_write, iter_lines, load_qrels
 from synthrank.data.errors import DataFormatError
 
 Run = dict[str, dict[str, float]]
@@ -27,19 +27,18 @@ def write_run(path: str | Path, run: Mapping[str, Mapping[str, float]], tag: str
 def load_run(path: str | Path) -> Run:
     path = Path(path)
     run: Run = {}
-    with path.open("r", encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            columns = line.split()
-            if len(columns) != 6:
-                raise DataFormatError(path, line_number, None, f"expected 6 columns, got {len(columns)}")
-            qid, _, pid, _, raw_score, _ = columns
-            try:
-                score = float(raw_score)
-            except ValueError:
-                raise DataFormatError(path, line_number, "score", f"not a number: {raw_score!r}") from None
-            run.setdefault(qid, {})[pid] = score
+    for line_number, line in iter_lines(path):
+        if not line.strip():
+            continue
+        columns = line.split()
+        if len(columns) != 6:
+            raise DataFormatError(path, line_number, None, f"expected 6 columns, got {len(columns)}")
+        qid, _, pid, _, raw_score, _ = columns
+        try:
+            score = float(raw_score)
+        except ValueError:
+            raise DataFormatError(path, line_number, "score", f"not a number: {raw_score!r}") from None
+        run.setdefault(qid, {})[pid] = score
     return run
 
 

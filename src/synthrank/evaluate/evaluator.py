@@ -71,10 +71,16 @@ def evaluate_model(
     with watch.stage("load_data"):
         folder = resolve_dataset(dataset)
         data = load_beir(folder, split)
-    warning = None if data.qrels_report.clean else data.qrels_report.describe()
+    query_ids = list(data.queries)
+    problems = [] if data.qrels_report.clean else [data.qrels_report.describe()]
+    self_judged = self_judged_queries(data.qrels, query_ids)
+    if self_judged:
+        problems.append(f"{len(self_judged)} queries have a relevant passage with the query's own id "
+                        f"(e.g. {', '.join(self_judged[:3])}); BEIR's rule drops such a hit from every run, so it "
+                        f"counts as never found")
+    warning = "; ".join(problems) or None
     if warning:
         log.warning("%s/%s: %s", folder, split, warning)
-    query_ids = list(data.queries)
     if model.lower() == "bm25":
         run, settings, cache_hit = _bm25_run(data, query_ids, depth, watch, bm25_options or {}, show_progress)
     else:
@@ -89,6 +95,11 @@ def evaluate_model(
         metrics=means, timing=watch.total(), settings=settings,
         qrels_warnings=warning, cache_hit=cache_hit, per_query=per_query,
     )
+
+
+def self_judged_queries(qrels, query_ids) -> list[str]:
+    """Queries judged to have a relevant (grade > 0) passage whose id is the query's own id."""
+    return [qid for qid in query_ids if qrels.get(qid, {}).get(qid, 0) > 0]
 
 
 def _bm25_run(data, query_ids, depth, watch, options, show_progress) -> tuple[Run, dict, None]:

@@ -12,11 +12,19 @@ DEFAULT_MEASURES = ("nDCG@10", "RR@10", "R@100")
 def parse_measures(names: Iterable[str]) -> list:
     """Parse measure names such as ``nDCG@10``, ``RR(rel=2)@10``, ``AP`` or ``P@5``."""
     measures = []
+    examples = "examples: nDCG@10, RR@10, R@100, AP, P@5"
     for name in names:
         try:
-            measures.append(ir_measures.parse_measure(name.strip()))
+            measure = ir_measures.parse_measure(name.strip())
         except (ValueError, NameError, TypeError, SyntaxError) as error:
-            raise ValueError(f"unknown measure {name!r} ({error}); examples: nDCG@10, RR@10, R@100, AP, P@5") from None
+            raise ValueError(f"unknown measure {name!r} ({error}); {examples}") from None
+        cutoff = measure.params.get("cutoff")
+        # pytrec_eval aborts the whole process on a cutoff below 1 (nDCG@0)
+        if cutoff is not None and (not isinstance(cutoff, int) or cutoff < 1):
+            raise ValueError(f"measure {name!r}: the cutoff after '@' must be a whole number >= 1; {examples}")
+        measures.append(measure)
+    if not measures:
+        raise ValueError(f"no measure given; {examples}")
     return measures
 
 

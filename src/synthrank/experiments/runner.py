@@ -25,6 +25,7 @@ from typing import Any
 
 from synthrank import __version__
 from synthrank.data.beir import atomic_write
+from synthrank.experiments.checks import check_stage_options
 from synthrank.experiments.config import PLACEHOLDER, ExperimentConfig
 from synthrank.experiments.provenance import code_version
 
@@ -94,7 +95,9 @@ def _eval_label(eval_set) -> str:
 
 def plan(config: ExperimentConfig, only: str | None = None) -> list[Stage]:
     """All stages in execution order, with outputs and fingerprints; ``only`` keeps one setting
-    (or ``base``) and the stages it needs."""
+    (or ``base``) and the stages it needs. Every stage's options are checked first (all stages,
+    whatever ``only`` says), and the first problem raises an ExperimentConfigError."""
+    check_stage_options(config)
     # absolute, so upstream outputs written into recipes resolve wherever the recipe file lives
     run_dir = config.run_dir().resolve()
     stages: dict[str, Stage] = {}
@@ -395,7 +398,8 @@ class Runner:
         overrides = {**stage.spec["train"], "data": str(recipe_path), "loss": stage.spec["loss"],
                      "model": stage.spec["model"], "output": str(model_dir), "resume": resume,
                      "quiet": not self.show_progress}
-        config = load_train_config(None, overrides)  # validates before anything is launched
+        # validates before anything is launched; errors name the experiment config and setting
+        config = load_train_config(None, overrides, origin=f"{self.config.origin} [settings '{stage.name}']")
         if self.config.launcher:
             return self._launch_train(stage, config, model_dir, resume)
         result = train(config)

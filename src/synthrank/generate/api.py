@@ -33,6 +33,80 @@ class GenerateResult:
     output: Path
 
 
+class ExportConflictError(ValueError):
+    """The output folder holds the export of another configuration (pass overwrite=True)."""
+
+
+class GenerationShortfallError(RuntimeError):
+    """Fewer passages than ``min_success`` asks for were generated; ``result`` says what was."""
+
+    def __init__(self, message: str, result: GenerateResult):
+        super().__init__(message)
+        self.result = result
+
+
+def _show(value) -> str:
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def describe_differences(old: dict, new: dict) -> list[str]:
+    """What differs between two run configurations (as the manifest and ``Generator.run_config``
+    record them): backend identity, prompts, and each generation parameter."""
+    differences = []
+    old_backend, new_backend = old.get("backend_identity") or {}, new.get("backend") or {}
+    for key in sorted(set(old_backend) | set(new_backend)):
+        if old_backend.get(key) != new_backend.get(key):
+            differences.append(f"backend {key}: {_show(old_backend.get(key))} -> {_show(new_backend.get(key))}")
+    if old.get("prompt_hash") != new.get("prompt_hash"):
+        differences.append("prompts (system/joint/level templates or few-shot examples) changed")
+    old_params, new_params = old.get("parameters") or {}, new.get("parameters") or {}
+    for key in sorted(set(old_params) | set(new_params)):
+        if old_params.get(key) != new_params.get(key):
+            differences.append(f"{key}: {_show(old_params.get(key))} -> {_show(new_params.get(key))}")
+    return differences
+
+
+def check_export_target(output: str | Path, fingerprint: str, run_config: dict) -> None:
+    """Refuse to write into a folder that holds another configuration's BEIR export (or a BEIR
+    folder synthrank did not write): the export would replace its corpus. The same configuration
+    resumes and adds to its own export, so it passes."""
+    output = Path(output)
+    manifest_path = output / "manifest.json"
+    hint = "pass --overwrite (overwrite=True) to replace it, or choose another --output"
+    if manifest_path.is_file():
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except (ValueError, OSError) as error:
+            raise ExportConflictError(f"{manifest_path}: unreadable ({error}); {hint}") from None
+        if manifest.get("fingerprint") == fingerprint:
+            return
+        differences = describe_differences(manifest, run_config) or [
+            f"run fingerprint {manifest.get('fingerprint')} -> {fingerprint}"]
+        passages = (manifest.get("counts") or {}).get("passages")
+        raise ExportConflictError(
+            f"{output} holds the export of another generation configuration ({passages} passages); "
+            f"what differs: {'; '.join(differences)}. {hint[0].upper() + hint[1:]}")
+    foreign = [name for name in ("corpus.jsonl", "queries.jsonl", "qrels") if (output / name).exists()]
+    if foreign:
+        raise ExportConflictError(f"{output} holds {', '.join(foreign)} but no manifest.json: not a synthrank "
+                                  f"generate output, and the export would replace them. {hint[0].upper() + hint[1:]}")
+
+
+def check_success(result: GenerateResult, min_success: float) -> None:
+    """Raise :class:`GenerationShortfallError` when nothing, or less than ``min_success`` of the
+    expected passages, exists in the export."""
+    counts = result.manifest["counts"]
+    expected, passages = counts["expected_passages"], counts["passages"]
+    if not expected or (passages and passages >= min_success * expected):
+        return
+    reasons = ", ".join(f"{reason} ({n})" for reason, n in list(counts["failure_reasons"].items())[:3])
+    raise GenerationShortfallError(
+        f"only {passages} of {expected} passages were generated ({passages / expected:.0%}; "
+        f"at least {min_success:.0%} asked by --min-success)" + (f"; failure reasons: {reasons}" if reasons else ""),
+        result)
+
+
 def build_backend(backend: str | None, model: str | None, concurrency: int | None, **options) -> Backend:
     name = backend or default_backend()
     k = concurrency if concurrency is not None else DEFAULT_CONCURRENCY.get(name, 1)
@@ -69,6 +143,7 @@ def generate(
     shard: str | None = None,
     mode: str = "auto",
     references: str | Path | None = None,
+    reference_words: int = 120,
     system_prompt: str | Path | None = None,
     joint_prompt: str | Path | None = None,
     level_prompt: str | Path | None = None,
@@ -86,13 +161,21 @@ def generate(
     backend_options: dict | None = None,
     fidelity: tuple[str, ...] | list[str] = ("bm25",),
     fidelity_encoder: str | None = None,
+    overwrite: bool = False,
+    min_success: float = 0.5,
 ) -> GenerateResult:
     """Generate graded passages for the selected queries into ``output`` (a store and a BEIR folder).
 
     ``references`` switches to grounded mode (``mode`` "auto" or "grounded"): a BEIR folder or
     dataset name whose ``split`` qrels give each query's real top-level passage, or a JSONL file
     of ``{"query-id", "corpus-id", "title", "text"}``; the model writes the other levels relative
-    to it. Only queries that have a reference are selected."""
+    to it. Only queries that have a reference are selected.
+
+    ``output`` may hold this configuration's earlier export (the run resumes), but another
+    configuration's only with ``overwrite``. Raises :class:`GenerationShortfallError` (after
+    exporting) when fewer than ``min_success`` of the expected passages exist."""
+    if not 0 <= min_success <= 1:
+        raise ValueError(f"min_success must be between 0 and 1, got {min_success}")
     if mode == "grounded" and references is None:
         raise ValueError("mode 'grounded' needs references (a BEIR folder with qrels, or a JSONL file)")
     if references is not None and mode not in ("auto", "grounded"):
@@ -117,9 +200,12 @@ def generate(
         config = GenerationConfig(levels=level_list, per_level=per_level,
                                   mode="grounded" if reference_map else resolve_mode(mode, engine),
                                   temperature=temperature, top_p=top_p, max_tokens_per_passage=max_tokens_per_passage,
-                                  min_words=min_words, max_words=max_words, max_attempts=max_attempts, seed=seed)
+                                  min_words=min_words, max_words=max_words, max_attempts=max_attempts, seed=seed,
+                                  reference_words=reference_words)
         generator = Generator(engine, prompts, config,
                               {qid: reference_map[qid] for qid in selected} if reference_map else None)
+        if not overwrite:
+            check_export_target(output, generator.fingerprint, generator.run_config())
         summary = generator.run(selected, output, shard=shard, retry_failed=retry_failed, progress=progress)
     finally:
         if owned:
@@ -127,9 +213,11 @@ def generate(
     with Store.in_dir(output) as store:
         manifest = export_beir(store, generator.fingerprint, output,
                                extra={"shard": shard, "this_session": _session_stats(summary)})
-    if fidelity:
+    if fidelity and manifest["counts"]["passages"]:
         manifest = add_fidelity(output, manifest, fidelity, fidelity_encoder, progress)
-    return GenerateResult(summary, manifest, Path(output))
+    result = GenerateResult(summary, manifest, Path(output))
+    check_success(result, min_success)
+    return result
 
 
 FIDELITY_SCORERS = ("bm25", "encoder")

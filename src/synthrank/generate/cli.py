@@ -15,9 +15,9 @@ import typer
 BACKEND_HELP = "llama-cpp | openai | transformers | vllm (default: llama-cpp with the bundled SmolLM2 GGUF)"
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, code: int = 2) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
+    raise typer.Exit(code=code)
 
 
 def _backend_options(base_url, api_key_env, timeout, threads, max_retries, device, dtype, quantize=None) -> dict:
@@ -48,6 +48,7 @@ def generate_command(
                                                       "or a JSONL of {query-id, corpus-id, title, text}; the model "
                                                       "writes the other levels relative to it")] = None,
     grounded_prompt: Annotated[Optional[Path], typer.Option("--grounded-prompt", help="Template file overriding the grounded prompt")] = None,
+    reference_words: Annotated[int, typer.Option("--reference-words", help="Grounded mode: words of the reference shown to the model")] = 120,
     system_prompt: Annotated[Optional[Path], typer.Option("--system-prompt", help="Template file overriding the system prompt")] = None,
     joint_prompt: Annotated[Optional[Path], typer.Option("--joint-prompt", help="Template file overriding the joint prompt")] = None,
     level_prompt: Annotated[Optional[Path], typer.Option("--level-prompt", help="Template file overriding the per-level prompt")] = None,
@@ -73,17 +74,22 @@ def generate_command(
                                           "and fidelity.json: comma-separated bm25, encoder; 'none' for none")] = "bm25,encoder",
     fidelity_encoder: Annotated[Optional[str], typer.Option("--fidelity-encoder", help="Encoder for the 'encoder' "
                                                             "fidelity scorer (default: the bundled base encoder)")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an export of another configuration in --output")] = False,
+    min_success: Annotated[float, typer.Option("--min-success", min=0.0, max=1.0,
+                                               help="Exit with status 1 when less than this share of the passages exists "
+                                                    "(always when none does)")] = 0.5,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar")] = False,
 ) -> None:
     """Write passages at graded relevance levels for real queries (resumable; see --shard)."""
-    from synthrank.data import DataFormatError
-    from synthrank.generate.api import generate
+    from synthrank.data.errors import DataFormatError, error_message
+    from synthrank.generate.api import GenerationShortfallError, generate
+    from synthrank.generate.runner import FatalBackendError
 
     try:
         result = generate(
             queries, output, backend=backend, model=model, concurrency=concurrency, levels=levels,
             levels_file=levels_file, per_level=per_level, limit=limit, sample=sample, seed=seed, query_ids=query_ids,
-            split=split, shard=shard, mode=mode, references=references, system_prompt=system_prompt,
+            split=split, shard=shard, mode=mode, references=references, reference_words=reference_words, system_prompt=system_prompt,
             joint_prompt=joint_prompt, level_prompt=level_prompt, grounded_prompt=grounded_prompt, few_shot=False if no_few_shot else (few_shot or True),
             temperature=temperature, top_p=top_p, max_tokens_per_passage=max_tokens, min_words=min_words,
             max_words=max_words, max_attempts=max_attempts, retry_failed=retry_failed, progress=not quiet,
@@ -91,9 +97,19 @@ def generate_command(
                                              quantize),
             fidelity=[] if fidelity.strip().lower() == "none" else [f.strip() for f in fidelity.split(",") if f.strip()],
             fidelity_encoder=fidelity_encoder,
+            overwrite=overwrite, min_success=min_success,
         )
+    except GenerationShortfallError as error:
+        _print_summary(error.result, output)
+        _fail(str(error), code=1)
+    except FatalBackendError as error:
+        _fail(str(error), code=1)
     except (DataFormatError, FileNotFoundError, ValueError, KeyError, ImportError, RuntimeError) as error:
-        _fail(str(error).strip("'\""))
+        _fail(error_message(error))
+    _print_summary(result, output)
+
+
+def _print_summary(result, output: Path) -> None:
     counts = result.manifest["counts"]
     s = result.summary
     typer.echo(
@@ -147,12 +163,13 @@ def merge_command(
     fingerprint: Annotated[Optional[str], typer.Option("--fingerprint", help="Run to export when the stores hold several")] = None,
 ) -> None:
     """Merge the outputs of `synthrank generate --shard i/n` runs into one BEIR folder."""
+    from synthrank.data.errors import error_message
     from synthrank.generate.api import merge
 
     try:
         manifest = merge(output, list(shards), fingerprint)
     except (FileNotFoundError, ValueError, KeyError) as error:
-        _fail(str(error))
+        _fail(error_message(error))
     counts = manifest["counts"]
     typer.echo(f"{counts['passages']}/{counts['expected_passages']} passages for {counts['queries']} queries "
                f"({counts['failed']} failed) -> {output}")
@@ -183,7 +200,7 @@ def judge_command(
     quiet: Annotated[bool, typer.Option("--quiet")] = False,
 ) -> None:
     """Grade (query, passage) pairs 0-3 with an LLM: agreement with the qrels, relabelling, filtering."""
-    from synthrank.data import DataFormatError
+    from synthrank.data.errors import DataFormatError, error_message
     from synthrank.generate.judge import judge
 
     try:
@@ -192,7 +209,7 @@ def judge_command(
                         relabel=relabel, keep_agreeing=keep_agreeing, progress=not quiet,
                         backend_options=_backend_options(base_url, api_key_env, timeout, threads, max_retries, device, dtype))
     except (DataFormatError, FileNotFoundError, ValueError, KeyError, ImportError, RuntimeError) as error:
-        _fail(str(error).strip("'\""))
+        _fail(error_message(error))
     a = summary["agreement"]
     typer.echo(f"{summary['pairs']} pairs judged ({summary['unparsed']} unparsed): exact agreement {a['exact']:.3f}, "
                f"binary (grade >= 2) agreement {a['binary']:.3f}, Cohen's kappa {a['kappa']:.3f} -> {output}")

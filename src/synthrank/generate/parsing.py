@@ -225,15 +225,31 @@ def normalise(text: str) -> str:
     return " ".join(words(text))
 
 
+# Small models sometimes answer the task instead of doing it ("Sure! Here is a passage ...").
+_CHATTER = re.compile(r"^\W*(sure|certainly|of course|here is|here's|i'm|i am|i will|i'll|i can|as an ai|"
+                      r"okay|ok|my apologies|sorry)\b", re.IGNORECASE)
+# The labels the built-in prompts put before the query and the reference.
+_PROMPT_LABEL = re.compile(r"\b(search query|reference passage)\s*:", re.IGNORECASE)
+SHINGLE = 6
+
+
+def shingles(text: str, n: int = SHINGLE) -> list[tuple[str, ...]]:
+    """The word n-grams of ``text`` (lower-cased words): a shared 6-gram is a copied phrase."""
+    tokens = words(text)
+    return [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+
+
 @dataclass(frozen=True)
 class Validator:
     min_words: int = 30
     max_words: int = 160
     duplicate_jaccard: float = 0.8
 
-    def check(self, passage: str, query: str, others: Iterable[str] = (), examples: Iterable[str] = ()) -> str | None:
+    def check(self, passage: str, query: str, others: Iterable[str] = (), examples: Iterable[str] = (),
+              instructions: frozenset[tuple[str, ...]] = frozenset()) -> str | None:
         """None when the passage is acceptable, else the reason it is rejected. ``others`` are
-        the query's other passages; ``examples`` the few-shot passages shown in the prompt."""
+        the query's other passages; ``examples`` the few-shot passages shown in the prompt;
+        ``instructions`` the word 6-grams of the prompts' own wording (see :func:`shingles`)."""
         text = " ".join(passage.split())
         if not text:
             return "empty passage"
@@ -243,6 +259,10 @@ class Validator:
             return f"too short ({n} words < {self.min_words})"
         if n > self.max_words:
             return f"too long ({n} words > {self.max_words})"
+        if _CHATTER.match(text):
+            return "talks to the user instead of writing a passage"
+        if instructions and (set(shingles(text)) & instructions or _PROMPT_LABEL.search(text)):
+            return "repeats the prompt's instructions"
         q = normalise(query)
         p = " ".join(tokens)
         if p == q or (q and q in p and n <= len(q.split()) + 3):

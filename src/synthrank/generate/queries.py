@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from synthrank.data import DataFormatError, load_qrels, load_queries, resolve_dataset
+from synthrank.data.beir import iter_lines
 
 
 def load_query_tsv(path: str | Path) -> dict[str, str]:
@@ -15,31 +16,42 @@ def load_query_tsv(path: str | Path) -> dict[str, str]:
     path = Path(path)
     queries: dict[str, str] = {}
     first_line: dict[str, int] = {}
-    with path.open("r", encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            line = line.rstrip("\n").rstrip("\r")
-            if not line.strip():
-                continue
-            if "\t" not in line:
-                raise DataFormatError(path, number, None, "expected '<query id>\\t<query text>'")
-            qid, text = line.split("\t", 1)
-            qid, text = qid.strip(), text.strip()
-            if number == 1 and qid.lower() in {"query-id", "_id", "qid", "id", "query_id"}:
-                continue
-            if not qid:
-                raise DataFormatError(path, number, "query-id", "empty")
-            if not text:
-                raise DataFormatError(path, number, "text", "empty")
-            if qid in first_line:
-                raise DataFormatError(path, number, "query-id", f"duplicate id {qid!r} (first on line {first_line[qid]})")
-            first_line[qid] = number
-            queries[qid] = text
+    for number, line in iter_lines(path):
+        line = line.rstrip("\n").rstrip("\r")
+        if not line.strip():
+            continue
+        if "\t" not in line:
+            raise DataFormatError(path, number, None, "expected '<query id>\\t<query text>'")
+        qid, text = line.split("\t", 1)
+        qid, text = qid.strip(), text.strip()
+        if number == 1 and qid.lower() in {"query-id", "_id", "qid", "id", "query_id"}:
+            continue
+        if not qid:
+            raise DataFormatError(path, number, "query-id", "empty")
+        if any(char.isspace() for char in qid):
+            raise DataFormatError(path, number, "query-id", f"id {qid!r} contains whitespace, which qrels and "
+                                                             f"run files cannot hold; rename it")
+        if not text:
+            raise DataFormatError(path, number, "text", "empty")
+        if qid in first_line:
+            raise DataFormatError(path, number, "query-id", f"duplicate id {qid!r} (first on line {first_line[qid]})")
+        first_line[qid] = number
+        queries[qid] = text
     return queries
 
 
 def load_query_source(source: str | Path, split: str | None = None) -> dict[str, str]:
     """Queries from a BEIR folder (optionally only those judged in ``split``), a
-    ``.jsonl`` file in BEIR's ``_id``/``text`` format, a ``.tsv`` file, or a dataset name."""
+    ``.jsonl`` file in BEIR's ``_id``/``text`` format, a ``.tsv`` file, or a dataset name.
+    A source without any query is an error."""
+    queries, origin = _load_query_source(source, split)
+    if not queries:
+        raise DataFormatError(origin, None, None, "no queries" + (f" judged in split {split!r}" if split else
+                                                                  " (the file is empty)"))
+    return queries
+
+
+def _load_query_source(source: str | Path, split: str | None) -> tuple[dict[str, str], Path]:
     path = Path(source).expanduser()
     if not path.exists():
         path = resolve_dataset(str(source), download=False)
@@ -51,12 +63,13 @@ def load_query_source(source: str | Path, split: str | None = None) -> dict[str,
                 raise FileNotFoundError(f"{qrels_path}: no qrels for split {split!r}")
             judged = load_qrels(qrels_path)
             queries = {qid: text for qid, text in queries.items() if qid in judged}
-        return queries
+            return queries, qrels_path
+        return queries, path / "queries.jsonl"
     if split is not None:
         raise ValueError("--split only applies to a BEIR folder")
     if path.suffix.lower() in {".tsv", ".txt"}:
-        return load_query_tsv(path)
-    return load_queries(path)
+        return load_query_tsv(path), path
+    return load_queries(path), path
 
 
 def read_id_list(spec: str) -> list[str]:

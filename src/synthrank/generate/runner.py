@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -20,7 +21,7 @@ from pathlib import Path
 from synthrank.generate.backends.base import Backend, ChatRequest, Completion
 from synthrank.generate.levels import Level
 from synthrank.generate.parsing import (
-    ParseError, Validator, clean_passage, parse_joint, parse_single, trim_to_sentence,
+    ParseError, Validator, clean_passage, parse_joint, parse_single, shingles, trim_to_sentence,
 )
 from synthrank.generate.progress import Progress
 from synthrank.generate.prompts import PromptSet
@@ -43,6 +44,7 @@ class GenerationConfig:
     target_words: str = "60 to 100"
     max_attempts: int = 4
     seed: int = 0
+    reference_words: int = 120  # grounded mode: words of the reference shown to the model
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -55,6 +57,8 @@ class GenerationConfig:
             raise ValueError("need 0 < min_words <= max_words")
         if not self.levels:
             raise ValueError("at least one level is needed")
+        if self.reference_words < 1:
+            raise ValueError("reference_words must be >= 1")
 
     @property
     def validator(self) -> Validator:
@@ -68,6 +72,7 @@ class GenerationConfig:
         params = asdict(self)
         params["levels"] = [lv.to_dict() for lv in self.levels]
         if self.mode != "grounded":  # the grounded guides play no part (and fingerprints stay as before)
+            params.pop("reference_words")
             for level in params["levels"]:
                 level.pop("grounded", None)
         return params
@@ -110,6 +115,10 @@ def _derive_seed(seed: int, *parts: object) -> int:
     return int.from_bytes(digest[:4], "big") % (2**31 - 1)
 
 
+class FatalBackendError(RuntimeError):
+    """The backend answered with an error that no retry can fix (bad key, unknown model)."""
+
+
 @dataclass
 class _Job:
     kind: str  # "joint" | "level"
@@ -142,6 +151,14 @@ class RunSummary:
         return self.tokens_out / self.seconds if self.seconds else 0.0
 
 
+def prompt_shingles(prompts: PromptSet) -> frozenset[tuple[str, ...]]:
+    """Word 6-grams of the templates' fixed wording (placeholders removed): an answer that
+    contains one repeats the instructions instead of writing a passage."""
+    text = "\n".join(t for t in (prompts.system, prompts.joint, prompts.level, prompts.grounded) if t)
+    fixed = re.sub(r"\{\{[^}]*\}\}", "\n", text)
+    return frozenset(g for line in fixed.splitlines() for g in shingles(line))
+
+
 def references_digest(references: Mapping[str, Reference]) -> str:
     payload = json.dumps(sorted((qid, ref.doc_id, ref.text) for qid, ref in references.items()), ensure_ascii=False)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
@@ -169,6 +186,7 @@ class Generator:
             parameters["references"] = references_digest(self.references)
         self.fingerprint = fingerprint(backend.identity(), prompts.digest(), parameters)
         self.examples = [t for ex in prompts.few_shot for texts in ex.passages.values() for t in texts]
+        self.instructions = prompt_shingles(prompts)
 
     def run_config(self) -> dict:
         """What the store and the manifest record about the run (references: for the export)."""
@@ -190,7 +208,7 @@ class Generator:
                                seed=_derive_seed(c.seed, job.qid, "joint", job.attempt))
         (qid, grade, k), = job.items
         if c.mode == "grounded":
-            messages = self.prompts.grounded_messages(query, self.references[qid].prompt_text(), c.level(grade), c.top_grade,
+            messages = self.prompts.grounded_messages(query, self.references[qid].prompt_text(c.reference_words), c.level(grade), c.top_grade,
                                                       c.target_words)
         else:
             messages = self.prompts.level_messages(query, c.level(grade), c.target_words, c.min_words, c.max_words)
@@ -241,8 +259,17 @@ class Generator:
                     # few-shot turns): sent together, backends with a prompt cache reuse it.
                     chunk.sort(key=lambda job: (job.kind != "joint", -job.items[0][1]))
                     requests = [self._request(job, queries[job.qid]) for job in chunk]
+                    fatal = None
                     for index, completion in self.backend.generate(requests):
                         job = chunk[index]
+                        if completion.fatal:
+                            # Items stay pending (not failed): once the key or model is fixed,
+                            # the next run generates them without --retry-failed.
+                            store.commit(self.fingerprint, RequestRecord(
+                                job.qid, job.kind, job.items, 0, 0, completion.seconds, completion.error, None), {}, {})
+                            summary.requests += 1
+                            fatal = completion
+                            break
                         done, failed, retry = self._handle(job, queries[job.qid], completion, accepted, reasons)
                         store.commit(self.fingerprint, RequestRecord(
                             job.qid, job.kind, job.items, completion.tokens_in, completion.tokens_out,
@@ -258,6 +285,11 @@ class Generator:
                             summary.reasons[last] = summary.reasons.get(last, 0) + 1
                         summary.seconds = time.perf_counter() - started
                         bar.update(len(done), len(failed), completion.tokens_out)
+                    if fatal is not None:
+                        raise FatalBackendError(
+                            f"{self.backend.name} backend: {fatal.error}\nstopped at once: retrying cannot fix this "
+                            f"error (check the API key, --base-url and --model); {summary.done} passages were "
+                            f"written this run, the others are left for the next one")
             finally:
                 summary.seconds = time.perf_counter() - started
                 bar.close()
@@ -280,7 +312,7 @@ class Generator:
 
         def accept_or_reject(key: ItemKey, text: str) -> None:
             """Validate against the query's passages accepted so far (duplicates across levels)."""
-            problem = validator.check(text, query, accepted.get(job.qid, []), self.examples)
+            problem = validator.check(text, query, accepted.get(job.qid, []), self.examples, self.instructions)
             if problem:
                 rejected[key] = problem
             else:

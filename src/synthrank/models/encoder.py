@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -21,12 +20,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from synthrank.data.resolve import offline
 from synthrank.models.bundled import DEFAULT_ENCODER, bundled_encoder_path, is_bundled_encoder
 
 log = logging.getLogger(__name__)
 
 Pooling = Literal["mean", "cls", "last"]
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+PLURALS = {"query": "queries", "passage": "passages"}  # progress units ("queries/s")
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,15 @@ def resolve_model_path(model: str) -> str:
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"{path}: not a model folder (no config.json)")
         return str(path)
+    # A hub id is "name" or "org/name"; anything else can only have been meant as a path.
+    looks_like_path = model.startswith(("/", ".", "~")) or model.count("/") > 1 or "\\" in model
+    if looks_like_path or offline():
+        why = "no such folder" if looks_like_path else (
+            "no such folder, and HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE forbid fetching it as a hub id")
+        raise FileNotFoundError(
+            f"model {model!r}: {why}. A model is a local folder with config.json (e.g. a 'synthrank train' "
+            f"output), a bundled alias ({DEFAULT_ENCODER}, minilm), a Hugging Face hub id ('org/name', "
+            f"downloaded when online), or, for 'synthrank eval', bm25")
     return model
 
 
@@ -161,10 +171,10 @@ class Encoder(torch.nn.Module):
             normalize=config.normalize if config.normalize is not None else recorded.get("normalize", False),
             query_prefix=config.query_prefix or recorded.get("query_prefix", ""),
             passage_prefix=config.passage_prefix or recorded.get("passage_prefix", ""),
-            query_max_length=config.query_max_length or max_length,
-            passage_max_length=config.passage_max_length or max_length,
+            query_max_length=max_length if config.query_max_length is None else config.query_max_length,
+            passage_max_length=max_length if config.passage_max_length is None else config.passage_max_length,
         )
-        local_only = Path(self.model_path).is_dir() or os.environ.get("HF_HUB_OFFLINE") == "1"
+        local_only = Path(self.model_path).is_dir() or offline()
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(
                 self.model_path, trust_remote_code=config.trust_remote_code, local_files_only=local_only
@@ -177,10 +187,23 @@ class Encoder(torch.nn.Module):
                 f"could not load model {config.model!r}: {error}. Pass a local model folder, "
                 f"or a bundled alias ({DEFAULT_ENCODER})."
             ) from None
+        self._check_max_lengths()
         device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model.to(device)
         if self.config.dtype == "auto":
             self.config = replace(self.config, dtype="bfloat16" if native_bf16(device) else "float32")
+
+    def _check_max_lengths(self) -> None:
+        """Lengths beyond the model's position embeddings fail deep inside the forward pass."""
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        tokenizer_limit = getattr(self.tokenizer, "model_max_length", None)
+        if limit and tokenizer_limit and tokenizer_limit < limit:
+            limit = tokenizer_limit  # RoBERTa-style models reserve position slots
+        for name in ("query_max_length", "passage_max_length"):
+            value = getattr(self.config, name)
+            if value < 1 or (limit and value > limit):
+                raise ValueError(f"{name} (--max-length) {value}: must be between 1 and {limit or 'the model limit'}, "
+                                 f"the most tokens model {self.config.model!r} can read")
 
     @property
     def device(self) -> torch.device:
@@ -233,7 +256,8 @@ class Encoder(torch.nn.Module):
         output = np.empty((len(texts), self.model.config.hidden_size), dtype=np.float32)
         pad_id = self.tokenizer.pad_token_id or 0
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.dtype == "bfloat16")
-        with tqdm(total=len(texts), desc=desc or f"encode {kind}s", unit=kind[:7] + "s",
+        plural = PLURALS[kind]
+        with tqdm(total=len(texts), desc=desc or f"encode {plural}", unit=plural,
                   disable=not show_progress, smoothing=0.1) as bar, autocast:
             for batch in _token_budget_batches(order, encoded, self.config.batch_tokens, self.config.max_batch_size):
                 width = len(encoded[batch[0]])

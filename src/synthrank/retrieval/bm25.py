@@ -3,12 +3,23 @@ stemming via Snowball, English stop words) so scores are comparable to published
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 
 from synthrank.data.beir import Corpus
 from synthrank.data.trec import Run
+
+
+def _import_bm25s():
+    """bm25s sets its logger to DEBUG when imported (it logs each index build); bring it back to
+    synthrank's verbosity, so its lines show only with -v."""
+    import bm25s
+
+    verbose = logging.getLogger("synthrank").isEnabledFor(logging.INFO)
+    logging.getLogger("bm25s").setLevel(logging.INFO if verbose else logging.WARNING)
+    return bm25s
 
 
 @dataclass(frozen=True)
@@ -18,6 +29,18 @@ class BM25Config:
     method: str = "lucene"
     stemmer: str | None = "english"
     stopwords: str | None = "en"
+
+    def __post_init__(self) -> None:
+        if not self.k1 >= 0:
+            raise ValueError(f"BM25 k1 must be >= 0 (Anserini: 0.9), got {self.k1}")
+        if not 0 <= self.b <= 1:
+            raise ValueError(f"BM25 b must be between 0 and 1 (Anserini: 0.4), got {self.b}")
+        if self.stemmer:
+            import Stemmer
+
+            if self.stemmer not in Stemmer.algorithms():
+                raise ValueError(f"unknown BM25 stemmer {self.stemmer!r}; choose 'none' or one of: "
+                                 f"{', '.join(sorted(Stemmer.algorithms()))}")
 
 
 class BM25Retriever:
@@ -37,14 +60,16 @@ class BM25Retriever:
         return Stemmer.Stemmer(self.config.stemmer).stemWords
 
     def _tokenize(self, texts: list[str], return_ids: bool, show_progress: bool):
-        import bm25s
+        bm25s = _import_bm25s()
 
         return bm25s.tokenize(texts, stopwords=self.config.stopwords or [], stemmer=self._stemmer(),
                               return_ids=return_ids, show_progress=show_progress)
 
     def index(self, corpus: Corpus, show_progress: bool = True) -> "BM25Retriever":
-        import bm25s
+        bm25s = _import_bm25s()
 
+        if not len(corpus):
+            raise ValueError("BM25 needs at least one passage to index; the corpus is empty")
         tokens = self._tokenize(corpus.documents(), return_ids=True, show_progress=show_progress)
         self._model = bm25s.BM25(k1=self.config.k1, b=self.config.b, method=self.config.method)
         self._model.index(tokens, show_progress=show_progress)

@@ -73,6 +73,7 @@ def train_command(
 ) -> None:
     """Train a bi-encoder list-wise (ws2) or contrastively (infonce) on a data recipe."""
     from synthrank.data import DataFormatError, DatasetNotFoundError
+    from synthrank.data.errors import error_message
     from synthrank.train.config import load_train_config
 
     if max_length is not None:
@@ -99,7 +100,7 @@ def train_command(
 
         result = train(settings)
     except (DataFormatError, DatasetNotFoundError, FileNotFoundError, ValueError) as error:
-        _fail(str(error).strip("'\""))
+        _fail(error_message(error))
     if result is not None:
         typer.echo(json.dumps({"output": str(result.output), "global_step": result.global_step,
                                "train_loss": result.train_loss, "first_loss": result.first_loss,
@@ -122,6 +123,7 @@ def mine_command(
 ) -> None:
     """Mine BM25 hard negatives (annotated positives excluded) for a dataset's queries, as qrels."""
     from synthrank.data import DataFormatError, DatasetNotFoundError
+    from synthrank.data.errors import error_message
     from synthrank.retrieval.bm25 import BM25Retriever
     from synthrank.retrieval.mining import mine_negatives, write_mined
 
@@ -133,5 +135,5 @@ def mine_command(
                                 show_progress=not quiet)
         path = write_mined(result, output, grade=grade, retriever_settings={"name": "bm25", **settings})
     except (DataFormatError, DatasetNotFoundError, FileNotFoundError, ValueError) as error:
-        _fail(str(error).strip("'\""))
+        _fail(error_message(error))
     typer.echo(json.dumps({"qrels": str(path), **result.stats}, indent=2))

@@ -6,6 +6,7 @@ mode, sampling) > the defaults below.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,7 +16,10 @@ from synthrank.data.config_files import read_config_file, validate_config
 from synthrank.data.errors import DataFormatError
 from synthrank.models.bundled import DEFAULT_ENCODER
 
-__all__ = ["TrainConfig", "ConfigError", "load_train_config"]
+__all__ = ["TrainConfig", "ConfigError", "load_train_config", "make_loss"]
+
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(DataFormatError):
@@ -82,17 +86,30 @@ class TrainConfig(BaseModel):
         return self
 
 
-def load_train_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+def _merge_train_table(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A config may put its options at the top level, in a ``[train]`` table, or both; every key
+    is used (unknown ones fail validation), and one given in both places is an error."""
+    if not isinstance(data.get("train"), dict):
+        return data
+    table = data["train"]
+    top = {key: value for key, value in data.items() if key != "train"}
+    both = sorted(set(top) & set(table))
+    if both:
+        raise ConfigError(path, None, f"train.{both[0]}",
+                          f"given both at the top level and in [train]: {', '.join(both)}; keep one")
+    return {**top, **table}
+
+
+def load_train_config(path: str | Path | None, overrides: dict[str, Any] | None = None,
+                      origin: str | None = None) -> TrainConfig:
     """Read ``path`` (TOML or JSON; relative ``data``/``output`` resolve against its folder),
-    apply ``overrides`` (entries that are ``None`` are ignored) and validate."""
+    apply ``overrides`` (entries that are ``None`` are ignored) and validate. Errors name
+    ``origin`` (default: the file, else ``<command line>``)."""
     data: dict[str, Any] = {}
-    origin = "<command line>"
     if path is not None:
         path = Path(path)
-        origin = str(path)
-        data = read_config_file(path, ConfigError, "config")
-        if isinstance(data.get("train"), dict):  # allow a [train] table
-            data = data["train"]
+        origin = origin or str(path)
+        data = _merge_train_table(read_config_file(path, ConfigError, "config"), path)
         for key in ("data", "output"):
             value = data.get(key)
             if isinstance(value, str) and not Path(value).expanduser().is_absolute():
@@ -100,4 +117,26 @@ def load_train_config(path: str | Path | None, overrides: dict[str, Any] | None 
     for key, value in (overrides or {}).items():
         if value is not None:
             data[key] = value
-    return validate_config(TrainConfig, data, origin, ConfigError)
+    return validate_config(TrainConfig, data, origin or "<command line>", ConfigError)
+
+
+def make_loss(config: TrainConfig):
+    """The registry loss with ``loss_params``; ``temperature`` is passed when the loss takes one.
+
+    Unknown losses and parameters raise ValueError with the registry's message (which lists the
+    accepted ones); a loss that takes no temperature is built without it, with a warning only
+    when a temperature other than the default was asked for."""
+    from synthrank.losses import get_loss
+
+    params = dict(config.loss_params)
+    if "temperature" in params:
+        return get_loss(config.loss, **params)
+    try:
+        return get_loss(config.loss, temperature=config.temperature, **params)
+    except ValueError as with_temperature:
+        if "invalid parameters" not in str(with_temperature):
+            raise
+    loss = get_loss(config.loss, **params)  # a bad loss_param raises here, with its own message
+    if config.temperature != TrainConfig.model_fields["temperature"].default:
+        log.warning("loss %r takes no temperature; temperature %s ignored", config.loss, config.temperature)
+    return loss

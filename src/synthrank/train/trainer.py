@@ -253,18 +253,10 @@ class TrainResult:
 
 
 def _make_loss(config):
-    """The registry loss with ``loss_params``; ``temperature`` is passed when the loss takes one."""
-    from synthrank.losses import get_loss
+    """The registry loss with ``loss_params`` (see :func:`synthrank.train.config.make_loss`)."""
+    from synthrank.train.config import make_loss
 
-    params = dict(config.loss_params)
-    if "temperature" not in params:
-        try:
-            return get_loss(config.loss, temperature=config.temperature, **params)
-        except ValueError as error:
-            if "invalid parameters" not in str(error):
-                raise
-            log.warning("loss %r takes no temperature; --temperature ignored", config.loss)
-    return get_loss(config.loss, **params)
+    return make_loss(config)
 
 
 def _saved_max_length(encoder) -> int:

@@ -35,6 +35,9 @@ class Completion:
     seconds: float = 0.0
     error: str | None = None
     finish_reason: str | None = None
+    # The error is one that every further request would meet too (bad key, unknown model):
+    # the runner stops instead of spending attempts on it.
+    fatal: bool = False
 
     @property
     def ok(self) -> bool:

@@ -23,6 +23,7 @@ the default).
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import time
 from collections import deque
@@ -45,8 +46,46 @@ def _import_llama_cpp():
     return llama_cpp, llama_chat_format
 
 
-def default_threads() -> int:
-    return max(1, min(os.cpu_count() or 1, 8))
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. a container's share)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def busy_cores(interval: float = 0.25) -> float:
+    """How many cores the machine spent busy (not idle or waiting for I/O) over ``interval``
+    seconds, from ``/proc/stat``; 0.0 where that cannot be read."""
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as handle:
+            values = [int(v) for v in handle.readline().split()[1:]]
+        idle = values[3] + (values[4] if len(values) > 4 else 0)
+        return sum(values[:8]), idle
+
+    try:
+        total_before, idle_before = sample()
+        time.sleep(interval)
+        total_after, idle_after = sample()
+    except (OSError, ValueError, IndexError):  # pragma: no cover - not Linux
+        return 0.0
+    elapsed = total_after - total_before
+    if elapsed <= 0:
+        return 0.0
+    return (os.cpu_count() or 1) * (elapsed - (idle_after - idle_before)) / elapsed
+
+
+def default_threads(busy: float | None = None) -> int:
+    """The cores this process may use that no other process keeps busy (at most 8, at least 1).
+
+    llama.cpp's threads meet at a barrier after every operation, so one thread that shares its
+    core with a busy process stalls all of them: on 2 cores with one busy, 2 threads fell to 17 %
+    of their quiet speed while 1 thread kept 75 % of its own (benchmarks/thread_contention.py;
+    README). On a quiet machine every core pays (2 threads: 2.2x the tokens/s of 1), so the
+    count is chosen when the backend starts, from the load of the moment."""
+    if busy is None:
+        busy = busy_cores()
+    return max(1, min(available_cores() - round(busy), 8))
 
 
 QUANT_TYPES = {"q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0", "f16": "LLAMA_FTYPE_MOSTLY_F16", "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0"}
@@ -81,7 +120,15 @@ def requantize(source: Path, quant: str = "q8_0", cache: Path | None = None, thr
     params.ftype = getattr(llama_cpp, QUANT_TYPES[quant])
     params.allow_requantize = True
     params.nthread = threads or default_threads()
-    status = llama_cpp.llama_model_quantize(str(source).encode(), str(partial).encode(), ctypes.byref(params))
+    # llama.cpp logs every tensor it re-encodes (~300 lines); shown only with -v.
+    llama_logger = logging.getLogger("llama-cpp-python")
+    previous_level = llama_logger.level
+    if not logging.getLogger("synthrank").isEnabledFor(logging.INFO):
+        llama_logger.setLevel(logging.ERROR)
+    try:
+        status = llama_cpp.llama_model_quantize(str(source).encode(), str(partial).encode(), ctypes.byref(params))
+    finally:
+        llama_logger.setLevel(previous_level)
     if status != 0 or not partial.is_file():
         partial.unlink(missing_ok=True)
         raise RuntimeError(f"{source}: llama.cpp could not re-encode the model to {quant} (status {status})")

@@ -3,9 +3,11 @@
 Requests run on an asyncio loop in a background thread with at most ``concurrency`` in
 flight; answers are handed to the caller as they arrive. 429s, 5xx answers, timeouts and
 dropped connections are retried with exponential backoff and jitter (``Retry-After`` is
-honoured); other errors are returned at once. The API key comes from an environment variable
-(``OPENAI_API_KEY`` unless told otherwise), is sent only in the ``Authorization`` header, and
-is never logged or put in an error message.
+honoured); other errors are returned at once, and those that no retry can fix (401, 403, 404,
+an unknown model) are marked fatal so that the run stops. The API key comes from an environment
+variable (``OPENAI_API_KEY`` unless told otherwise), is sent only in the ``Authorization``
+header, and is never logged or put in an error message: error texts are redacted (the whole key
+and any 8+ character piece of it) before they are cut to length.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import asyncio
 import os
 import queue
 import random
+import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -21,7 +24,45 @@ from collections.abc import Iterator, Sequence
 from synthrank.generate.backends.base import Backend, ChatRequest, Completion
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+FATAL_STATUS = {401, 403, 404}  # wrong key, no access, wrong URL or model: every request would fail alike
+# Servers answer an unknown model with 400 too (Ollama, some proxies): recognised by the body.
+_UNKNOWN_MODEL = re.compile(r"model.{0,80}(not found|does not exist|not exist|unknown|no such)|"
+                            r"(unknown|invalid) model|model_not_found", re.I | re.S)
+# A piece of the key this long is redacted wherever it appears (e.g. cut off at the end of a body).
+MIN_SECRET_PIECE = 8
 _DONE = object()
+
+
+def redact_secret(text: str, secret: str | None, min_piece: int = MIN_SECRET_PIECE) -> str:
+    """``text`` with ``secret`` and every run of ``min_piece`` or more characters copied from it
+    replaced by ``***``; a text cut in the middle of the secret thus keeps none of it."""
+    if not secret or not text:
+        return text
+    text = text.replace(secret, "***")
+    if len(secret) < min_piece:
+        return text
+    pieces = {secret[i:i + min_piece] for i in range(len(secret) - min_piece + 1)}
+    covered = [False] * len(text)
+    for start in range(len(text) - min_piece + 1):
+        if text[start:start + min_piece] in pieces:
+            covered[start:start + min_piece] = [True] * min_piece
+    if not any(covered):
+        return text
+    out, index = [], 0
+    while index < len(text):
+        if covered[index]:
+            while index < len(text) and covered[index]:
+                index += 1
+            out.append("***")
+        else:
+            out.append(text[index])
+            index += 1
+    return "".join(out)
+
+
+def is_fatal(status: int, body: str) -> bool:
+    """Whether retrying (or sending the next request) cannot help: auth, URL or model errors."""
+    return status in FATAL_STATUS or (status in (400, 422) and bool(_UNKNOWN_MODEL.search(body)))
 
 
 class OpenAIBackend(Backend):
@@ -43,6 +84,7 @@ class OpenAIBackend(Backend):
         self.max_backoff = max_backoff
         self.send_seed = send_seed
         self.retries = 0  # how many retries this backend made (for reports and tests)
+        self._fatal_error: str | None = None  # set by an answer no retry can fix; later requests are not sent
         super().__init__(model or "", concurrency)
         if not self.model:
             self.model = self._first_served_model()
@@ -60,7 +102,7 @@ class OpenAIBackend(Backend):
         return headers
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._api_key, "***") if self._api_key else text
+        return redact_secret(text, self._api_key)
 
     def _first_served_model(self) -> str:
         import httpx
@@ -101,6 +143,8 @@ class OpenAIBackend(Backend):
         last_error = "no attempt made"
         async with semaphore:
             started = time.perf_counter()
+            if self._fatal_error is not None:  # a request before this one showed that none can succeed
+                return Completion(error=f"not sent after {self._fatal_error}", fatal=True)
             for attempt in range(self.max_retries + 1):
                 retry_after = None
                 try:
@@ -122,10 +166,14 @@ class OpenAIBackend(Backend):
                             last_error = f"malformed response body ({type(error).__name__})"
                     elif response.status_code in RETRYABLE_STATUS or response.status_code >= 500:
                         retry_after = response.headers.get("retry-after")
-                        last_error = f"HTTP {response.status_code}: {self._redact(response.text[:200])}"
+                        last_error = f"HTTP {response.status_code}: {self._redact(response.text)[:200]}"
                     else:
-                        return Completion(error=f"HTTP {response.status_code}: {self._redact(response.text[:300])}",
-                                          seconds=time.perf_counter() - started)
+                        body = self._redact(response.text)
+                        error = f"HTTP {response.status_code}: {body[:300]}"
+                        fatal = is_fatal(response.status_code, body)
+                        if fatal:
+                            self._fatal_error = f"HTTP {response.status_code}"
+                        return Completion(error=error, seconds=time.perf_counter() - started, fatal=fatal)
                 if attempt < self.max_retries:
                     self.retries += 1
                     await asyncio.sleep(self._delay(attempt, retry_after))
@@ -136,6 +184,7 @@ class OpenAIBackend(Backend):
         import httpx
 
         semaphore = asyncio.Semaphore(self.concurrency)
+        self._fatal_error = None
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
         async with httpx.AsyncClient(headers=self._headers(), timeout=self.timeout, limits=limits) as client:
             async def run(index: int, request: ChatRequest) -> None:
