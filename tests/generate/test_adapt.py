@@ -414,3 +414,16 @@ def test_grounded_levels_are_written_from_the_source_document(tmp_path, corpus_d
     again = ScriptedBackend(responder)
     run(corpus_dir, tmp_path / "out", again, documents=4, grounded=True)
     assert again.calls == []  # both stores resume: nothing is asked twice
+
+
+def test_refuses_to_overwrite_folders_it_did_not_write(tmp_path, corpus_dir):
+    with pytest.raises(ValueError, match="holds the input corpus"):
+        run(corpus_dir, corpus_dir, ScriptedBackend())
+    beir = tmp_path / "beir"
+    write_corpus_file(beir, [{"_id": "x", "text": "keep me"}])
+    with pytest.raises(ValueError, match="holds corpus.jsonl but no adapt manifest"):
+        run(corpus_dir, beir, ScriptedBackend())
+    (beir / "manifest.json").write_text('{"fingerprint": "abc", "counts": {}}')
+    with pytest.raises(ValueError, match="something else than synthrank adapt"):
+        run(corpus_dir, beir, ScriptedBackend())
+    assert (beir / "corpus.jsonl").read_text() == '{"_id": "x", "text": "keep me"}\n'

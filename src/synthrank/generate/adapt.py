@@ -81,6 +81,27 @@ def resolve_corpus(source: str | Path) -> Path:
     return folder / "corpus.jsonl"
 
 
+def check_output(output: Path, corpus_path: Path) -> None:
+    """Refuse an output folder whose files the export would replace but adapt did not write: the
+    input corpus's own folder, or any BEIR folder without an adapt manifest."""
+    if output.resolve() == corpus_path.resolve().parent:
+        raise ValueError(f"{output}: this folder holds the input corpus; choose another --output")
+    manifest = output / "manifest.json"
+    if manifest.is_file():
+        try:
+            task = json.loads(manifest.read_text(encoding="utf-8")).get("task")
+        except (ValueError, OSError, AttributeError):
+            task = None
+        if task == "adapt":
+            return
+        raise ValueError(f"{output} holds the output of something else than synthrank adapt ({manifest}); "
+                         "choose another --output")
+    foreign = [name for name in ("corpus.jsonl", "queries.jsonl", "qrels") if (output / name).exists()]
+    if foreign:
+        raise ValueError(f"{output} holds {', '.join(foreign)} but no adapt manifest.json; the export would "
+                         "replace them: choose another --output")
+
+
 def load_documents(path: Path) -> Corpus:
     """Read and check the corpus: errors name the file, line and field (missing or empty text,
     duplicate ids); an empty corpus is an error too."""
@@ -289,6 +310,8 @@ def adapt(
     timings: dict[str, float] = {}
     started = time.perf_counter()
     corpus_path = resolve_corpus(corpus)
+    output = Path(output)
+    check_output(output, corpus_path)
     docs = load_documents(corpus_path)
     rows = sample_documents(docs, documents, seed=seed, sampling=sampling, min_words=min_document_words)
     if limit is not None:
@@ -483,9 +506,11 @@ def _grounded_levels(engine, folder: Path, kept: dict[str, str], sources: dict[s
             row = row_of[sources[qid]]
             handle.write(json.dumps({"query-id": qid, "corpus-id": sources[qid], "title": docs.titles[row],
                                      "text": docs.texts[row] or docs.titles[row]}, ensure_ascii=False) + "\n")
+    # The folder is adapt's own: a new set of kept queries replaces its export (the store keeps
+    # every passage), and a shortfall is reported in the manifest instead of stopping the run.
     result = generate(folder / "input-queries.jsonl", folder, backend_instance=engine, mode="grounded",
                       references=folder / "references.jsonl", levels=levels, grounded_prompt=prompt, seed=seed,
-                      retry_failed=retry_failed, progress=progress)
+                      retry_failed=retry_failed, progress=progress, overwrite=True, min_success=0.0)
     data = load_beir(folder, "train")
     top = result.manifest["grounded"]["reference_level"]
     texts = dict(zip(data.corpus.ids, data.corpus.texts))
