@@ -427,3 +427,19 @@ def test_refuses_to_overwrite_folders_it_did_not_write(tmp_path, corpus_dir):
     with pytest.raises(ValueError, match="something else than synthrank adapt"):
         run(corpus_dir, beir, ScriptedBackend())
     assert (beir / "corpus.jsonl").read_text() == '{"_id": "x", "text": "keep me"}\n'
+
+
+def test_round_trip_filter_with_the_base_dense_retriever(tmp_path, corpus_dir, tiny_model_dir):
+    from synthrank.generate.adapt import dense_rankings, load_documents
+
+    backend = ScriptedBackend(lambda request, n: topic_query(request.messages))
+    result = run(corpus_dir, tmp_path / "out", backend, documents=None, limit=6, filter_retriever="base",
+                 base_model=str(tiny_model_dir), filter_top_k=3)
+    f = result.manifest["filter"]
+    assert f["retriever"] == "base" and f["base_model"] == str(tiny_model_dir)
+    queries = {f"d{i}-Q0": topic_query([{"content": f"Document: {TOPICS[i][0]}"}]) for i in range(6)}
+    docs = load_documents(corpus_dir / "corpus.jsonl")
+    ranking = dense_rankings(docs, queries, 3, str(tiny_model_dir))
+    expected_kept = sum(f"d{i}" in ranking[f"d{i}-Q0"] for i in range(6))
+    assert f["kept"] == expected_kept and f["kept"] + f["dropped"] == 6
+    assert all(d["source_rank"] is None or d["source_rank"] > 3 for d in result.manifest["dropped"])
