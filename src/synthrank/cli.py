@@ -198,9 +198,11 @@ def quickstart_command(
 
 def _register_stage_commands() -> None:
     """Stage packages expose plain typer functions; importing them is cheap (no torch)."""
+    from synthrank.generate.adapt_cli import adapt_command
     from synthrank.generate.cli import fidelity_command, generate_command, judge_command, merge_command
     from synthrank.train.cli import mine_command, train_command
 
+    app.command("adapt")(adapt_command)
     app.command("generate")(generate_command)
     app.command("generate-merge")(merge_command)
     app.command("judge")(judge_command)

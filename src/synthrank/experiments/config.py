@@ -32,9 +32,15 @@ A config is a TOML (or JSON) file::
     [eval]
     datasets = [{ dataset = "scifact", split = "test" }]
 
+    [[adapt]]                              # zero or more `synthrank adapt` jobs (a bare corpus)
+    name = "scifact-docs"
+    corpus = "scifact"
+    documents = 500
+
 Inside a setting's recipe, ``{generate.NAME}`` stands for the folder that generation job
-writes and ``{mine.NAME}`` for the qrels file that mining job writes. ``{holdout.NAME}`` (in
-recipes, generation queries and references, mining and evaluation datasets) stands for the
+writes, ``{adapt.NAME}`` for the training folder that adapt job writes and ``{mine.NAME}`` for
+the qrels file that mining job writes. ``{holdout.NAME}`` (in recipes, generation queries and
+references, adapt corpora, mining and evaluation datasets) stands for the
 folder of a ``[[holdout]]`` job: a dataset whose ``dev`` qrels hold queries set aside for choosing
 settings and whose ``train`` qrels hold the rest::
 
@@ -63,7 +69,7 @@ from synthrank.data.errors import DataFormatError
 from synthrank.experiments.estimates import Estimates
 from synthrank.models.bundled import DEFAULT_ENCODER
 
-PLACEHOLDER = re.compile(r"\{(holdout|generate|mine)\.([A-Za-z0-9_.\-]+)\}")
+PLACEHOLDER = re.compile(r"\{(holdout|generate|mine|adapt)\.([A-Za-z0-9_.\-]+)\}")
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.+\-]*$"
 
 
@@ -115,6 +121,30 @@ class HoldoutJob(BaseModel):
     split: str = "train"
     size: int = Field(ge=1)
     seed: int = 0
+
+
+class AdaptJob(BaseModel):
+    """Arguments of :func:`synthrank.generate.adapt.adapt` (``name`` and ``corpus`` required);
+    a key that is not one of its arguments is an error naming the key."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(pattern=NAME)
+    corpus: str
+
+    @model_validator(mode="after")
+    def _known_arguments(self) -> "AdaptJob":
+        import inspect
+
+        from synthrank.generate.adapt import adapt
+
+        allowed = set(inspect.signature(adapt).parameters) - {"output", "progress", "backend_instance"}
+        unknown = sorted(set(self.model_extra or {}) - allowed)
+        if unknown:
+            raise ValueError(f"unknown adapt option(s) {unknown}; known: {sorted(allowed - {'corpus'})}")
+        return self
+
+    def arguments(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model_dump().items() if k != "name"}
 
 
 class MineJob(BaseModel):
@@ -170,6 +200,7 @@ class ExperimentConfig(BaseModel):
     base: BaseModelSpec = Field(default_factory=BaseModelSpec)
     holdout: list[HoldoutJob] = Field(default_factory=list)
     generate: list[GenerateJob] = Field(default_factory=list)
+    adapt: list[AdaptJob] = Field(default_factory=list)
     mine: list[MineJob] = Field(default_factory=list)
     train: dict[str, Any] = Field(default_factory=dict)
     launcher: list[str] | None = Field(
@@ -184,17 +215,20 @@ class ExperimentConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_names(self) -> "ExperimentConfig":
-        for kind, items in (("holdout", self.holdout), ("generate", self.generate), ("mine", self.mine),
+        for kind, items in (("holdout", self.holdout), ("generate", self.generate), ("adapt", self.adapt),
+                            ("mine", self.mine),
                             ("settings", self.settings)):
             names = [item.name for item in items]
             duplicates = sorted({n for n in names if names.count(n) > 1})
             if duplicates:
                 raise ValueError(f"{kind}: duplicate names {duplicates}")
         known = {"holdout": {h.name for h in self.holdout}, "generate": {g.name for g in self.generate},
-                 "mine": {m.name for m in self.mine}}
-        allowed = {"generate": {"holdout"}, "mine": {"holdout"}, "eval": {"holdout"},
-                   "settings": {"holdout", "generate", "mine"}}
+                 "mine": {m.name for m in self.mine}, "adapt": {a.name for a in self.adapt}}
+        # An adapt job may name an earlier one (merge_from: reuse its queries, e.g. to add grounded levels).
+        allowed = {"generate": {"holdout"}, "adapt": {"holdout", "adapt"}, "mine": {"holdout"}, "eval": {"holdout"},
+                   "settings": {"holdout", "generate", "mine", "adapt"}}
         places = ([("generate", f"generate '{g.name}'", g.model_dump()) for g in self.generate]
+                  + [("adapt", f"adapt '{a.name}'", a.model_dump()) for a in self.adapt]
                   + [("mine", f"mine '{m.name}'", m.model_dump()) for m in self.mine]
                   + [("settings", f"settings '{s.name}': recipe", s.recipe) for s in self.settings]
                   + [("eval", "eval", self.eval.model_dump())])
@@ -204,6 +238,11 @@ class ExperimentConfig(BaseModel):
                     raise ValueError(f"{where} names {{{kind}.{name}}}, which is not available there")
                 if name not in known[kind]:
                     raise ValueError(f"{where} names {{{kind}.{name}}}, but no [[{kind}]] job is called {name!r}")
+        for i, job in enumerate(self.adapt):
+            earlier = {a.name for a in self.adapt[:i]}
+            for kind, name in PLACEHOLDER.findall(json.dumps(job.model_dump())):
+                if kind == "adapt" and name not in earlier:
+                    raise ValueError(f"adapt '{job.name}' names {{adapt.{name}}}: only an earlier [[adapt]] job can be named")
         setting_names = {s.name for s in self.settings}
         for setting in self.settings:
             if setting.compare_to is not None and setting.compare_to not in setting_names | {"base"}:

@@ -61,6 +61,10 @@ class Estimates(BaseModel):
     train_queries_per_s_per_device: float = Field(
         16 / 6, gt=0, description="Training queries (with their passages) per second per device")
     bm25_passages_per_s: float = Field(5000.0, gt=0, description="BM25 indexing (mining)")
+    # `synthrank adapt --corpus scifact --documents 50` with the bundled SmolLM2: 50 queries in 272 s,
+    # 8 of 43 kept by the round-trip filter (2 shared cores; README, "Adapt to your own documents")
+    adapt_queries_per_s: float = Field(0.18, gt=0, description="Queries written per second by adapt's generator")
+    adapt_filter_yield: float = Field(0.2, gt=0, le=1, description="Share of adapt's queries the round-trip filter keeps")
     eval_devices: int = Field(1, ge=1, description="Processes of a sharded evaluation (torchrun)")
     dataset_sizes: dict[str, DatasetSize] = Field(
         default_factory=dict, description="Sizes of datasets not on disk (overrides the published ones)")
@@ -69,7 +73,8 @@ class Estimates(BaseModel):
         """The assumptions, one line each, for the plan's header."""
         return [f"  {name} = {getattr(self, name):g}" for name in (
             "generate_tokens_per_s_per_device", "generate_tokens_per_passage", "encode_passages_per_s_per_device",
-            "train_queries_per_s_per_device", "bm25_passages_per_s", "eval_devices")]
+            "train_queries_per_s_per_device", "bm25_passages_per_s", "adapt_queries_per_s", "adapt_filter_yield",
+            "eval_devices")]
 
 
 class Unknown(Exception):
@@ -177,15 +182,37 @@ def estimate_stages(config, ordered: list) -> None:
             stage.estimate_s, stage.estimate_basis = None, f"unknown: {type(error).__name__}: {error}"
 
 
+def _without_holdout(config, spec: dict) -> dict:
+    """A ``{holdout.NAME}`` dataset counts as the dataset it was split from (for sizes)."""
+    sources = {f"{{holdout.{job.name}}}": job.dataset for job in getattr(config, "holdout", [])}
+    return {key: sources.get(value, value) if isinstance(value, str) else value for key, value in spec.items()}
+
+
 def _estimate_one(config, stage, rates: Estimates, queries_by_stage: dict[str, int]) -> tuple[float, str]:
-    spec = stage.spec
+    spec = _without_holdout(config, stage.spec)
+    if stage.kind == "holdout":
+        return 0.0, "splits a qrels file"
+    if stage.kind == "adapt":
+        n = int(spec.get("limit") or spec.get("documents", 100))
+        queries = n * int(spec.get("queries_per_doc", 1))
+        kept = queries * (rates.adapt_filter_yield if spec.get("filter", True) else 1.0)
+        queries_by_stage[stage.key] = round(kept)
+        # queries merged from an earlier job's store are not written again
+        seconds = 0.0 if spec.get("merge_from") else queries / rates.adapt_queries_per_s
+        basis = f"{queries:,} queries at {rates.adapt_queries_per_s:g}/s, {rates.adapt_filter_yield:g} kept"
+        if spec.get("grounded"):
+            passages = kept * (int(spec.get("grounded_levels", 4)) - 1)
+            seconds += passages * rates.generate_tokens_per_passage / rates.generate_tokens_per_s_per_device
+            basis += f", {passages:,.0f} grounded passages"
+        return seconds, basis
     if stage.kind == "generate":
         n, source = queries_of(spec["queries"], spec.get("split"), rates)
         for cap in (spec.get("limit"), spec.get("sample")):
             if cap is not None:
                 n = min(n, int(cap))
         queries_by_stage[stage.key] = n
-        passages = n * int(spec.get("levels", 4)) * int(spec.get("per_level", 1))
+        levels = int(spec.get("levels", 4)) - (1 if spec.get("references") else 0)  # grounded: top level is real
+        passages = n * levels * int(spec.get("per_level", 1))
         devices = generator_devices(spec)
         tokens = passages * rates.generate_tokens_per_passage
         seconds = tokens / (rates.generate_tokens_per_s_per_device * devices)
@@ -217,7 +244,11 @@ def _estimate_one(config, stage, rates: Estimates, queries_by_stage: dict[str, i
             f"{'s' if devices > 1 else ''})")
     if stage.kind == "eval":
         passages, source = passages_of(spec["dataset"], rates)
-        queries, _ = queries_of(spec["dataset"], spec.get("split"), rates)
+        held_out = {f"{{holdout.{job.name}}}": job.size for job in getattr(config, "holdout", [])}
+        if stage.spec["dataset"] in held_out and spec.get("split") == "dev":
+            queries = held_out[stage.spec["dataset"]]  # the held-out queries
+        else:
+            queries, _ = queries_of(spec["dataset"], spec.get("split"), rates)
         devices = rates.eval_devices
         texts = passages + queries
         return texts / (rates.encode_passages_per_s_per_device * devices), (

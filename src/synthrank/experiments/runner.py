@@ -1,4 +1,4 @@
-"""Run an experiment as a graph of cached, resumable stages: generate -> mine -> train -> eval.
+"""Run an experiment as a graph of cached, resumable stages: generate/adapt -> mine -> train -> eval.
 
 Every stage writes into its own folder under the run folder and keeps a ``stage.json`` there
 with a fingerprint of its inputs (its spec, the fingerprints of the stages it reads from, and
@@ -31,11 +31,13 @@ from synthrank.experiments.provenance import code_version
 log = logging.getLogger(__name__)
 
 BASE = "base"
+# The arguments of an [[adapt]] job that name files or folders (relative to the config's folder).
+ADAPT_PATHS = ("corpus", "few_shot", "query_prompt", "system_prompt", "grounded_prompt", "merge_from")
 
 
 @dataclass
 class Stage:
-    kind: str  # generate | mine | train | eval
+    kind: str  # generate | adapt | mine | train | eval
     name: str
     spec: dict[str, Any]
     deps: list[str] = field(default_factory=list)
@@ -120,6 +122,14 @@ def plan(config: ExperimentConfig, only: str | None = None) -> list[Stage]:
         args.setdefault("fidelity", ["bm25", "encoder"])
         args.setdefault("fidelity_encoder", config.base.model)
         add(Stage("generate", job.name, args, _placeholder_deps(args)))
+    for job in config.adapt:
+        args = job.arguments()
+        for key in ADAPT_PATHS:  # files named in the config
+            if isinstance(args.get(key), str):
+                args[key] = _absolute(args[key], config.base_dir)
+            elif isinstance(args.get(key), list):
+                args[key] = [_absolute(v, config.base_dir) if isinstance(v, str) else v for v in args[key]]
+        add(Stage("adapt", job.name, args, _placeholder_deps(args)))
     for job in config.mine:
         spec = job.model_dump()
         spec["dataset"] = _absolute(spec["dataset"], config.base_dir)
@@ -309,6 +319,21 @@ class Runner:
         args = {key: self._fill(value, outputs) for key, value in stage.spec.items()}
         result = generate(output=stage.output, progress=self.show_progress, **args)
         return {"counts": result.manifest.get("counts"), "fidelity": result.manifest.get("fidelity"),
+                "manifest": str(stage.output / "manifest.json")}
+
+    def _run_adapt(self, stage: Stage, outputs) -> dict:
+        from synthrank.generate.adapt import adapt
+
+        # Only the arguments that name files or folders take placeholders (a style is free text).
+        args = dict(stage.spec)
+        for key in ADAPT_PATHS:
+            if isinstance(args.get(key), list):
+                args[key] = [self._fill(value, outputs) for value in args[key]]
+            elif key in args:
+                args[key] = self._fill(args[key], outputs)
+        result = adapt(output=stage.output, progress=self.show_progress, **args)
+        manifest = result.manifest
+        return {"filter": manifest["filter"], "contexts": manifest["contexts"],
                 "manifest": str(stage.output / "manifest.json")}
 
     def _run_mine(self, stage: Stage, outputs) -> dict:

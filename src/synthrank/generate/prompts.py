@@ -18,7 +18,7 @@ from synthrank.generate.levels import Level
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
-BUILTIN_TEMPLATES = ("system", "joint", "level", "grounded", "judge", "judge_system")
+BUILTIN_TEMPLATES = ("system", "joint", "level", "grounded", "judge", "judge_system", "query", "query_system")
 
 
 def builtin_template(name: str) -> str:

@@ -167,6 +167,10 @@ def references_digest(references: Mapping[str, Reference]) -> str:
 class Generator:
     """``references`` (grounded mode): per query, the real passage that is its top level."""
 
+    # The kind of a single-item request (``requests.kind`` in the store); subclasses that
+    # generate something other than passages (e.g. queries from documents) name their own.
+    item_kind = "level"
+
     def __init__(self, backend: Backend, prompts: PromptSet, config: GenerationConfig,
                  references: Mapping[str, Reference] | None = None):
         if (config.mode == "grounded") != bool(references):
@@ -243,7 +247,7 @@ class Generator:
                 if c.mode == "joint" and len(keys) > 1:
                     queue.append(_Job("joint", qid, keys, 1))
                 else:
-                    queue.extend(_Job("level", qid, [key], 1) for key in keys)
+                    queue.extend(_Job(self.item_kind, qid, [key], 1) for key in keys)
             reasons: dict[ItemKey, list[str]] = {}
             window = window or max(16, 8 * self.backend.concurrency)
             bar = Progress(len(pending), enabled=progress, desc=f"generate [{self.backend.name}]")
@@ -339,6 +343,14 @@ class Generator:
             if truncated:
                 text = trim_to_sentence(text)
             accept_or_reject(key, text)
+        failed, retry = self._settle(job, rejected, completion.ok, reasons)
+        return done, failed, retry
+
+    def _settle(self, job: _Job, rejected: dict[ItemKey, str], answered: bool,
+                reasons: dict[ItemKey, list[str]]) -> tuple[dict[ItemKey, tuple[str, int]], list[_Job]]:
+        """Record why each rejected item failed this attempt: items out of attempts become
+        failures (with the reasons of all their attempts), the others are asked again."""
+        c = self.config
         failed: dict[ItemKey, tuple[str, int]] = {}
         remaining: list[ItemKey] = []
         for key, reason in rejected.items():
@@ -351,9 +363,9 @@ class Generator:
                 remaining.append(key)
         if not remaining:
             retry: list[_Job] = []
-        elif not completion.ok and job.kind == "joint":
+        elif not answered and job.kind == "joint":
             # The backend gave no answer at all: ask the same joint question again.
             retry = [_Job("joint", job.qid, remaining, job.attempt + 1)]
         else:
-            retry = [_Job("level", job.qid, [key], job.attempt + 1) for key in remaining]
-        return done, failed, retry
+            retry = [_Job(self.item_kind, job.qid, [key], job.attempt + 1) for key in remaining]
+        return failed, retry

@@ -1,0 +1,301 @@
+"""Queries written from documents: the generation step of ``synthrank adapt``.
+
+The LLM reads one document and writes a query that the document answers, in the style of the
+collection's users (a phrase such as "a scientific claim" in the prompt, plus optional few-shot
+``{"document", "query"}`` examples). It runs on the same loop and store as ``synthrank
+generate``: :class:`QueryGenerator` is a :class:`~synthrank.generate.runner.Generator` whose
+items are ``(document id, QUERY_GRADE, k)`` -- the k-th query written for a document -- so
+every answer is committed as it arrives and a killed run resumes where it stopped.
+
+Answers are parsed leniently (labels, quotes, numbering, a JSON ``query`` field) and validated
+strictly: empty, too short or too long queries, queries about the document itself ("the above
+document ..."), copies of the document (a whole sentence or most of the query's word trigrams),
+copies of a few-shot example and duplicates of another query for the same document are
+rejected with the reason, and retried until ``max_attempts``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from synthrank.generate.backends.base import Backend, ChatRequest, Completion
+from synthrank.generate.levels import Level
+from synthrank.generate.parsing import extract_json_object, normalise, words
+from synthrank.generate.prompts import load_template, render
+from synthrank.generate.runner import GenerationConfig, Generator, _derive_seed, _Job, fingerprint
+from synthrank.generate.store import ItemKey
+
+# The document a query is written from is its level-3 (perfectly relevant) passage; the store's
+# items for queries carry that grade, so a query item reads "the k-th query for which this
+# document is level 3".
+QUERY_GRADE = 3
+QUERY_LEVEL = Level(QUERY_GRADE, "query", "A query that the document answers.")
+DEFAULT_STYLE = "a short search query that this document answers, as a user of this collection would type it"
+
+
+def query_id(doc_id: str, k: int) -> str:
+    """The id of the k-th query written from a document: ``<doc id>-Q<k>``."""
+    return f"{doc_id}-Q{k}"
+
+
+@dataclass(frozen=True)
+class QueryExample:
+    document: str
+    query: str
+
+
+def builtin_query_few_shot() -> list[QueryExample]:
+    text = resources.files("synthrank.generate").joinpath("prompts").joinpath("query_few_shot.json").read_text(
+        encoding="utf-8")
+    return _parse_examples(json.loads(text), "built-in query_few_shot.json")
+
+
+def load_query_few_shot(path: str | Path) -> list[QueryExample]:
+    """Few-shot examples: a JSON list (or JSONL) of ``{"document": ..., "query": ...}``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: few-shot examples not found")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        data = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                data.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{number}: malformed JSON ({error.msg})") from None
+    if isinstance(data, dict):
+        data = [data]
+    return _parse_examples(data, str(path))
+
+
+def _parse_examples(data: object, where: str) -> list[QueryExample]:
+    if not isinstance(data, list):
+        raise ValueError(f"{where}: expected a list of {{'document': ..., 'query': ...}} examples")
+    examples = []
+    for i, entry in enumerate(data):
+        for name in ("document", "query"):
+            if not isinstance(entry, dict) or not isinstance(entry.get(name), str) or not entry[name].strip():
+                raise ValueError(f"{where}: example {i}: field '{name}' must be a non-empty string")
+        examples.append(QueryExample(entry["document"].strip(), entry["query"].strip()))
+    return examples
+
+
+def truncate_words(text: str, max_words: int) -> str:
+    """The first ``max_words`` whitespace-separated words (small models have short contexts)."""
+    parts = text.split()
+    return " ".join(parts[:max_words]) + (" ..." if len(parts) > max_words else "")
+
+
+@dataclass
+class QueryPromptSet:
+    """System prompt, query template and examples; ``digest`` goes into the run's fingerprint."""
+
+    system: str
+    query: str
+    few_shot: list[QueryExample] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, system: str | Path | None = None, query: str | Path | None = None,
+             few_shot: str | Path | None | bool = True) -> "QueryPromptSet":
+        if few_shot is True:
+            examples = builtin_query_few_shot()
+        elif few_shot in (False, None):
+            examples = []
+        else:
+            examples = load_query_few_shot(few_shot)
+        return cls(load_template(system, "query_system"), load_template(query, "query"), examples)
+
+    def digest(self) -> str:
+        payload = json.dumps({"system": self.system, "query": self.query,
+                              "few_shot": [[e.document, e.query] for e in self.few_shot]},
+                             sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+
+    def _user(self, document: str, style: str, min_words: int, max_words: int, max_document_words: int) -> str:
+        return render(self.query, document=truncate_words(document, max_document_words), style=style,
+                      min_words=min_words, max_words=max_words)
+
+    def messages(self, document: str, style: str, min_words: int, max_words: int,
+                 max_document_words: int) -> list[dict]:
+        messages = [{"role": "system", "content": self.system.strip()}] if self.system.strip() else []
+        for example in self.few_shot:
+            messages.append({"role": "user", "content": self._user(example.document, style, min_words, max_words,
+                                                                   max_document_words)})
+            messages.append({"role": "assistant", "content": example.query})
+        messages.append({"role": "user", "content": self._user(document, style, min_words, max_words,
+                                                               max_document_words)})
+        return messages
+
+
+# --- parsing and validation -----------------------------------------------------------------
+
+_QUERY_LABEL = re.compile(
+    r"^\s*(?:here(?:'s| is)[^:\n]*:|(?:search\s+)?(?:query|question|claim)\s*(?:\d+)?\s*[:\-]|sure[^:\n]*:|"
+    r"answer\s*:|\d+\s*[.)]\s+|[-*\u2022]\s+)\s*", re.I)
+_QUOTES = "\"'`\u201c\u201d\u2018\u2019"
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def parse_query(text: str) -> str:
+    """The query in an answer: a JSON ``query`` field, else the first non-empty line without
+    labels ("Query:", "Here is ...:", numbering) and surrounding quotes."""
+    stripped = text.strip()
+    if stripped.startswith("{") or stripped.startswith("```"):
+        obj, _ = extract_json_object(stripped)
+        if obj is not None:
+            for name in ("query", "question", "claim", "text"):
+                if isinstance(obj.get(name), str):
+                    return " ".join(obj[name].split())
+    stripped = stripped.replace("```", "\n")
+    lines = [line.strip() for line in stripped.splitlines() if line.strip()]
+    for line in lines:
+        line = _QUERY_LABEL.sub("", line, count=1).strip().strip(_QUOTES).strip()
+        if line:
+            return " ".join(line.split())
+    return ""
+
+
+# Answers that talk about the document ("The above document provides ...", "What is the answer
+# to this article?") instead of asking for its content: small models write many.
+_META = re.compile(r"\b(?:the|this|that|above|given|following)\s+(?:document|article|text|passage|abstract)\b", re.I)
+
+
+def _trigrams(tokens: list[str]) -> set[tuple[str, ...]]:
+    return {tuple(tokens[i:i + 3]) for i in range(len(tokens) - 2)}
+
+
+@dataclass(frozen=True)
+class QueryValidator:
+    min_words: int = 3
+    max_words: int = 32
+    # A query sharing at least this share of its word trigrams with the document is a copy of it.
+    max_copied_trigrams: float = 0.8
+    duplicate_jaccard: float = 0.8
+    example_jaccard: float = 0.5
+
+    def check(self, query: str, document: str, others: Iterable[str] = (), examples: Iterable[str] = ()) -> str | None:
+        """None when the query is acceptable, else why it is rejected. ``others``: the queries
+        already accepted for this document; ``examples``: the few-shot queries of the prompt."""
+        tokens = words(query)
+        n = len(tokens)
+        if n == 0:
+            return "empty query"
+        if n < self.min_words:
+            return f"too short ({n} words < {self.min_words})"
+        if n > self.max_words:
+            return f"too long ({n} words > {self.max_words})"
+        if _META.search(query):
+            return "talks about the document, not its content"
+        flat = " ".join(tokens)
+        sentences = {normalise(s) for s in _SENTENCE.split(document)} | {normalise(document)}
+        if flat in sentences:
+            return "copied a sentence of the document"
+        if n >= 3:
+            grams = _trigrams(tokens)
+            copied = len(grams & _trigrams(words(document))) / len(grams)
+            if copied >= self.max_copied_trigrams:
+                return f"copied from the document ({copied:.0%} of its word trigrams)"
+        mine = set(tokens)
+        for example in examples:  # small models reuse the example's wording for any document
+            theirs = set(words(example))
+            if theirs and len(mine & theirs) / len(mine | theirs) >= self.example_jaccard:
+                return "copy of a few-shot example"
+        for other in others:
+            theirs = set(words(other))
+            if theirs and len(mine & theirs) / len(mine | theirs) >= self.duplicate_jaccard:
+                return "duplicate of another query for the document"
+        return None
+
+
+# --- the generator --------------------------------------------------------------------------
+
+@dataclass
+class QueryConfig(GenerationConfig):
+    """GenerationConfig for queries: ``per_level`` is queries per document, the word bounds and
+    token budget apply to a query, and the document is cut to ``max_document_words``."""
+
+    levels: list[Level] = field(default_factory=lambda: [QUERY_LEVEL])
+    mode: str = "per-level"
+    max_tokens_per_passage: int = 64
+    min_words: int = 3
+    max_words: int = 32
+    max_attempts: int = 3
+    style: str = DEFAULT_STYLE
+    max_document_words: int = 256
+    max_copied_trigrams: float = 0.8
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if [lv.grade for lv in self.levels] != [QUERY_GRADE] or self.mode != "per-level":
+            raise ValueError("query generation has one item kind: levels=[QUERY_LEVEL], mode='per-level'")
+        if not self.style.strip():
+            raise ValueError("style must be a non-empty phrase, e.g. 'a short search query'")
+        if self.max_document_words < 1:
+            raise ValueError("max_document_words must be >= 1")
+        if not 0 < self.max_copied_trigrams <= 1:
+            raise ValueError("max_copied_trigrams must be in (0, 1]")
+
+    @property
+    def query_validator(self) -> QueryValidator:
+        return QueryValidator(self.min_words, self.max_words, self.max_copied_trigrams)
+
+
+class QueryGenerator(Generator):
+    """Writes ``per_level`` queries for each document of the mapping given to :meth:`run`
+    (``{document id: title + text}``), with the store, resume and retries of ``generate``."""
+
+    item_kind = "query"
+
+    def __init__(self, backend: Backend, prompts: QueryPromptSet, config: QueryConfig):
+        self.backend = backend
+        self.prompts = prompts
+        self.config = config
+        self.references = {}  # the loop's grounded-mode hook: queries are never grounded
+        self.fingerprint = fingerprint(backend.identity(), prompts.digest(), {"task": "queries", **config.parameters()})
+        self.examples = [example.query for example in prompts.few_shot]
+
+    def run_config(self) -> dict:
+        return {"backend": self.backend.identity(), "prompt_hash": self.prompts.digest(), "task": "queries",
+                "parameters": self.config.parameters(),
+                "prompts": {"system": self.prompts.system, "query": self.prompts.query,
+                            "few_shot_examples": len(self.prompts.few_shot)}}
+
+    def _request(self, job: _Job, document: str) -> ChatRequest:
+        c = self.config
+        (doc_id, grade, k), = job.items
+        messages = self.prompts.messages(document, c.style, c.min_words, c.max_words, c.max_document_words)
+        return ChatRequest(messages, max_tokens=c.max_tokens_per_passage, temperature=c.temperature, top_p=c.top_p,
+                           seed=_derive_seed(c.seed, doc_id, "query", k, job.attempt))
+
+    def _handle(self, job: _Job, document: str, completion: Completion, accepted: dict[str, list[str]],
+                reasons: dict[ItemKey, list[str]]):
+        key = job.items[0]
+        done: dict[ItemKey, tuple[str, int]] = {}
+        rejected: dict[ItemKey, str] = {}
+        if not completion.ok:
+            rejected[key] = f"backend error: {completion.error}"
+        else:
+            query = parse_query(completion.text)
+            # With no stop sequence, "length" means the token budget ran out; a one-line answer
+            # was then cut mid-query (a longer answer's first line is complete).
+            if completion.finish_reason == "length" and "\n" not in completion.text.strip():
+                problem = "cut off by the token limit"
+            else:
+                problem = self.config.query_validator.check(query, document, accepted.get(job.qid, []), self.examples)
+            if problem:
+                rejected[key] = problem
+            else:
+                done[key] = (query, job.attempt)
+                accepted.setdefault(job.qid, []).append(query)
+        failed, retry = self._settle(job, rejected, completion.ok, reasons)
+        return done, failed, retry
