@@ -7,7 +7,7 @@ import json
 import re
 import tomllib
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -73,3 +73,18 @@ def validate_config(model_cls: type[ModelT], data: dict, origin: str | Path,
         first = error.errors()[0]
         problems = "; ".join(f"{format_location(e['loc'])}: {e['msg']}" for e in error.errors())
         raise error_cls(origin, None, format_location(first["loc"]), problems) from None
+
+
+def parse_assignments(items: list[str] | None, option: str) -> dict[str, Any]:
+    """``KEY=VALUE`` command-line items as a dict; a value is read as JSON when it parses
+    (numbers, booleans, lists), else kept as text. ValueError names ``option`` and the item."""
+    values: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{option} expects KEY=VALUE, got {item!r}")
+        try:
+            values[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            values[key.strip()] = raw
+    return values

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from synthrank import __version__
 from synthrank.data.beir import atomic_write
 from synthrank.evaluate.significance import compare, mean_over_seeds
 from synthrank.experiments.provenance import code_version

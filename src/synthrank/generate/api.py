@@ -264,21 +264,6 @@ def add_fidelity(folder: str | Path, manifest: dict, scorers, encoder: str | Non
         json.dump(manifest, handle, indent=2, ensure_ascii=False)
         handle.write("\n")
     return manifest
-    model = encoder or DEFAULT_ENCODER
-    build = {"bm25": lambda: bm25_scorer(data.corpus),
-             "encoder": lambda: encoder_scorer(data.corpus, model, show_progress=progress)}
-    results = level_fidelity(data.queries, data.qrels, {name: build[name]() for name in scorers})
-    with atomic_write(folder / "fidelity.json") as handle:
-        json.dump({"encoder": model if "encoder" in scorers else None, "scorers": results}, handle, indent=1)
-        handle.write("\n")
-    manifest["fidelity"] = {name: {k: v for k, v in result.items() if k != "per_query"}
-                            for name, result in results.items()}
-    if "encoder" in scorers:
-        manifest["fidelity"]["encoder"]["model"] = model
-    with atomic_write(folder / "manifest.json") as handle:
-        json.dump(manifest, handle, indent=2, ensure_ascii=False)
-        handle.write("\n")
-    return manifest
 
 
 def _session_stats(summary: RunSummary) -> dict:

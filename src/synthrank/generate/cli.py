@@ -12,6 +12,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from synthrank.data.config_files import parse_assignments
+
 BACKEND_HELP = "llama-cpp | openai | transformers | vllm (default: llama-cpp with the bundled SmolLM2 GGUF)"
 
 
@@ -25,16 +27,10 @@ BACKEND_OPTION_HELP = ("KEY=VALUE, repeatable: any option of the backend, e.g. t
 
 
 def _parse_backend_options(items: list[str] | None) -> dict:
-    options = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            _fail(f"--backend-option {item!r}: expected KEY=VALUE")
-        try:
-            options[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key.strip()] = value
-    return options
+    try:
+        return parse_assignments(items, "--backend-option")
+    except ValueError as error:
+        _fail(str(error))
 
 
 def _backend_options(base_url, api_key_env, timeout, threads, max_retries, device, dtype, quantize=None,

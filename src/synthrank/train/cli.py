@@ -12,6 +12,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from synthrank.data.config_files import parse_assignments
+
 
 def _fail(message: str) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
@@ -19,18 +21,10 @@ def _fail(message: str) -> None:
 
 
 def _parse_loss_params(items: list[str] | None) -> dict | None:
-    if not items:
-        return None
-    params = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            _fail(f"--loss-param expects key=value, got {item!r}")
-        try:
-            params[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            params[key.strip()] = raw
-    return params
+    try:
+        return parse_assignments(items, "--loss-param") or None
+    except ValueError as error:
+        _fail(str(error))
 
 
 def train_command(
