@@ -13,6 +13,7 @@ import numpy as np
 
 from synthrank.data.beir import atomic_write
 from synthrank.evaluate.significance import compare, mean_over_seeds
+from synthrank.experiments.config import Setting
 from synthrank.experiments.provenance import code_version
 
 BASE = "base"
@@ -78,11 +79,9 @@ def collect(run_dir: str | Path) -> RunRecords:
 
 
 def _models_of(setting: dict) -> list[tuple[str, int | None]]:
-    """(model, seed) of each model a setting (as written in experiment.json) trains."""
-    seeds = setting.get("seeds")
-    if not seeds:
-        return [(setting.get("name"), None)]
-    return [(f"{setting.get('name')}-seed{seed}", seed) for seed in seeds]
+    """(model, seed) of each model a setting (as written in experiment.json) trains: the naming
+    rule is :meth:`Setting.model_names`'s."""
+    return Setting(**{"loss": "", "recipe": {}, **setting}).model_names()
 
 
 def _eval_label(record: dict) -> str:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from synthrank.generate.backends.base import Backend, ChatRequest, Completion
 from synthrank.generate.levels import Level
-from synthrank.generate.parsing import extract_json_object, normalise, words
+from synthrank.generate.parsing import extract_json_object, length_problem, normalise, words
 from synthrank.generate.prompts import load_template, render
 from synthrank.generate.runner import GenerationConfig, Generator, _derive_seed, _Job, fingerprint
 from synthrank.generate.store import ItemKey
@@ -190,10 +190,9 @@ class QueryValidator:
         n = len(tokens)
         if n == 0:
             return "empty query"
-        if n < self.min_words:
-            return f"too short ({n} words < {self.min_words})"
-        if n > self.max_words:
-            return f"too long ({n} words > {self.max_words})"
+        problem = length_problem(n, self.min_words, self.max_words)
+        if problem:
+            return problem
         if _META.search(query):
             return "talks about the document, not its content"
         flat = " ".join(tokens)

@@ -239,6 +239,15 @@ def shingles(text: str, n: int = SHINGLE) -> list[tuple[str, ...]]:
     return [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
 
 
+def length_problem(n: int, min_words: int, max_words: int) -> str | None:
+    """Why ``n`` words are too few or too many, or None."""
+    if n < min_words:
+        return f"too short ({n} words < {min_words})"
+    if n > max_words:
+        return f"too long ({n} words > {max_words})"
+    return None
+
+
 @dataclass(frozen=True)
 class Validator:
     min_words: int = 30
@@ -255,10 +264,9 @@ class Validator:
             return "empty passage"
         tokens = words(text)
         n = len(tokens)
-        if n < self.min_words:
-            return f"too short ({n} words < {self.min_words})"
-        if n > self.max_words:
-            return f"too long ({n} words > {self.max_words})"
+        problem = length_problem(n, self.min_words, self.max_words)
+        if problem:
+            return problem
         if _CHATTER.match(text):
             return "talks to the user instead of writing a passage"
         if instructions and (set(shingles(text)) & instructions or _PROMPT_LABEL.search(text)):

@@ -11,12 +11,11 @@ writes one: the document a query was written from).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from synthrank.data import DataFormatError, load_beir, resolve_dataset
+from synthrank.data import DataFormatError, iter_jsonl, load_beir, resolve_dataset
 
 __all__ = ["Reference", "load_references", "references_from_qrels"]
 
@@ -58,26 +57,19 @@ def references_from_qrels(qrels: dict[str, dict[str, int]], documents: dict[str,
 
 def _load_jsonl(path: Path) -> dict[str, Reference]:
     out: dict[str, Reference] = {}
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataFormatError(path, line_no, None, f"malformed JSON ({error.msg})") from None
-            values = {}
-            for field in ("query-id", "corpus-id", "text"):
-                value = row.get(field) if isinstance(row, dict) else None
-                if not isinstance(value, str) or not value.strip():
-                    raise DataFormatError(path, line_no, field, "must be a non-empty string")
-                values[field] = value
-            title = row.get("title", "")
-            if not isinstance(title, str):
-                raise DataFormatError(path, line_no, "title", "must be a string")
-            if values["query-id"] in out:
-                raise DataFormatError(path, line_no, "query-id", f"a second reference for query {values['query-id']!r}")
-            out[values["query-id"]] = Reference(values["corpus-id"], title, values["text"])
+    for line_no, row in iter_jsonl(path):
+        values = {}
+        for field in ("query-id", "corpus-id", "text"):
+            value = row.get(field)
+            if not isinstance(value, str) or not value.strip():
+                raise DataFormatError(path, line_no, field, "must be a non-empty string")
+            values[field] = value
+        title = row.get("title", "")
+        if not isinstance(title, str):
+            raise DataFormatError(path, line_no, "title", "must be a string")
+        if values["query-id"] in out:
+            raise DataFormatError(path, line_no, "query-id", f"a second reference for query {values['query-id']!r}")
+        out[values["query-id"]] = Reference(values["corpus-id"], title, values["text"])
     return out
 
 
