@@ -120,11 +120,13 @@ def requantize(source: Path, quant: str = "q8_0", cache: Path | None = None, thr
     params.ftype = getattr(llama_cpp, QUANT_TYPES[quant])
     params.allow_requantize = True
     params.nthread = threads or default_threads()
-    # llama.cpp logs every tensor it re-encodes (~300 lines); shown only with -v.
+    # llama.cpp logs every tensor it re-encodes (~300 lines); shown only with -v. Set both ways:
+    # llama-cpp-python's log callback prints by this logger's level, and any Llama(verbose=False)
+    # loaded earlier in the process has left it at ERROR.
     llama_logger = logging.getLogger("llama-cpp-python")
     previous_level = llama_logger.level
-    if not logging.getLogger("synthrank").isEnabledFor(logging.INFO):
-        llama_logger.setLevel(logging.ERROR)
+    verbose = logging.getLogger("synthrank").isEnabledFor(logging.INFO)
+    llama_logger.setLevel(logging.DEBUG if verbose else logging.ERROR)
     try:
         status = llama_cpp.llama_model_quantize(str(source).encode(), str(partial).encode(), ctypes.byref(params))
     finally:
