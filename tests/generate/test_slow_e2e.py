@@ -113,7 +113,7 @@ def _free_port() -> int:
 
 def test_openai_backend_against_llama_cpp_server_behind_fault_proxy(tmp_path):
     pytest.importorskip("uvicorn")
-    pytest.importorskip("httpx")
+    pytest.importorskip("openai")
     model = _bundled()
     port = _free_port()
     log = (tmp_path / "server.log").open("wb")  # a pipe would fill up with llama.cpp's logging and block it

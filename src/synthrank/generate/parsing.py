@@ -91,6 +91,10 @@ def _close_partial(fragment: str) -> str:
     return out + "".join(reversed(stack))
 
 
+# The repair here is hand-written, not the json-repair package (0.64.6, tried in its place for
+# _loads/_close_partial): it turns the Python expression ``{3: __import__('os').getcwd()}`` into
+# ``{"3": "import__('os').getcwd()"}``, with strict=True too, so an answer that is not JSON
+# would become a level-3 passage (test_never_evaluates_code fails; the other parsing tests pass).
 def _loads(candidate: str) -> object | None:
     attempts = [candidate, _TRAILING_COMMA.sub(r"\1", candidate)]
     # Newlines inside strings are invalid JSON but common in model output.

@@ -1,13 +1,24 @@
 """Any OpenAI-compatible chat endpoint (vLLM server, Ollama, llama.cpp server, OpenAI).
 
-Requests run on an asyncio loop in a background thread with at most ``concurrency`` in
-flight; answers are handed to the caller as they arrive. 429s, 5xx answers, timeouts and
-dropped connections are retried with exponential backoff and jitter (``Retry-After`` is
-honoured); other errors are returned at once, and those that no retry can fix (401, 403, 404,
-an unknown model) are marked fatal so that the run stops. The API key comes from an environment
-variable (``OPENAI_API_KEY`` unless told otherwise), is sent only in the ``Authorization``
-header, and is never logged or put in an error message: error texts are redacted (the whole key
-and any 8+ character piece of it) before they are cut to length.
+Requests go through the official ``openai`` SDK's ``AsyncOpenAI`` client on an asyncio loop in a
+background thread, with at most ``concurrency`` in flight; answers are handed to the caller as
+they arrive. The SDK sends the requests, applies ``timeout`` and turns answers into typed
+objects and exceptions. Retries stay here (the SDK is built with ``max_retries=0``): 429s, 5xx
+answers, timeouts, dropped connections and 200s whose body is not a chat completion are retried
+with exponential backoff and jitter (``Retry-After`` is honoured up to ``max_backoff``); other
+errors are returned at once, and those that no retry can fix (401, 403, 404, an unknown model)
+are marked fatal so that the run stops. Why our own loop: the SDK's backoff is fixed (0.5 s
+doubling to 8 s, ``Retry-After`` up to 60 s) with no public setting, so the ``backoff`` and
+``max_backoff`` options would do nothing; it does not retry a malformed 200; and a request that
+fails after its retries does not say how many it took (``retries`` counts them) -- see
+``test_backoff_options_set_the_wait_between_retries`` and
+``test_retries_500_429_malformed_and_dropped_connections``.
+
+The API key comes from an environment variable (``OPENAI_API_KEY`` unless told otherwise), is
+given to the SDK explicitly (so the SDK never picks up ``OPENAI_API_KEY`` when ``api_key_env``
+names another variable), is sent only in the ``Authorization`` header (no header at all when
+the variable is unset), and is never logged or put in an error message: error texts are
+redacted (the whole key and any 8+ character piece of it) before they are cut to length.
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 from synthrank.generate.backends.base import Backend, ChatRequest, Completion
 
@@ -31,6 +43,9 @@ _UNKNOWN_MODEL = re.compile(r"model.{0,80}(not found|does not exist|not exist|un
 # A piece of the key this long is redacted wherever it appears (e.g. cut off at the end of a body).
 MIN_SECRET_PIECE = 8
 _DONE = object()
+# The SDK refuses to build a client without a key; keyless servers (a local vLLM, Ollama) get this
+# placeholder, and the Authorization header is then removed from every request (see _no_auth).
+_NO_KEY = "no-key"
 
 
 def redact_secret(text: str, secret: str | None, min_piece: int = MIN_SECRET_PIECE) -> str:
@@ -65,16 +80,31 @@ def is_fatal(status: int, body: str) -> bool:
     return status in FATAL_STATUS or (status in (400, 422) and bool(_UNKNOWN_MODEL.search(body)))
 
 
+@dataclass
+class _Retryable:
+    """An attempt that failed in a way a later attempt may not: what went wrong, and the
+    server's ``Retry-After`` if it sent one."""
+
+    error: str
+    retry_after: str | None = None
+
+
+def _import_sdk():
+    try:
+        import openai
+    except ImportError as error:  # pragma: no cover - the generate extra installs it
+        raise ImportError("the openai backend needs the openai SDK: pip install openai "
+                          "(or pip install -e \".[generate]\")") from error
+    return openai
+
+
 class OpenAIBackend(Backend):
     name = "openai"
 
     def __init__(self, model: str | None = None, concurrency: int = 8, base_url: str | None = None,
                  api_key_env: str = "OPENAI_API_KEY", timeout: float | None = None, max_retries: int | None = None,
                  backoff: float = 0.5, max_backoff: float = 30.0, send_seed: bool = True):
-        try:
-            import httpx  # noqa: F401
-        except ImportError as error:  # pragma: no cover
-            raise ImportError("the openai backend needs httpx: pip install httpx") from error
+        _import_sdk()
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1").rstrip("/")
         self._api_key = os.environ.get(api_key_env) or None
         self.api_key_env = api_key_env
@@ -95,29 +125,43 @@ class OpenAIBackend(Backend):
     def identity(self) -> dict:
         return {"backend": self.name, "model": self.model}
 
-    def _headers(self) -> dict:
-        headers = {"Content-Type": "application/json"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        return headers
+    def _client_arguments(self, max_retries: int = 0) -> dict:
+        """Keyword arguments of ``openai.OpenAI`` / ``openai.AsyncOpenAI``. The key is always
+        passed: left out, the SDK would read ``OPENAI_API_KEY`` whatever ``api_key_env`` says.
+        ``max_retries=0`` for chat requests: they are retried by :meth:`_one` (module docstring)."""
+        return {"api_key": self._api_key or _NO_KEY, "base_url": self.base_url, "timeout": self.timeout,
+                "max_retries": max_retries}
+
+    def _no_auth(self) -> dict:
+        """Per-request headers: without a key, drop the Authorization header the SDK would send
+        with the placeholder (``omit`` is the SDK's way to remove a default header)."""
+        return {} if self._api_key else {"Authorization": _import_sdk().omit}
 
     def _redact(self, text: str) -> str:
         return redact_secret(text, self._api_key)
 
-    def _first_served_model(self) -> str:
-        import httpx
+    def _describe(self, error: BaseException) -> str:
+        """``Type: message`` of the transport error under an SDK error (``ConnectError: All
+        connection attempts failed`` says more than the SDK's ``Connection error.``), redacted."""
+        error = error.__cause__ or error
+        return self._redact(f"{type(error).__name__}: {error or 'no detail'}")
 
+    def _first_served_model(self) -> str:
+        openai = _import_sdk()
         try:
-            response = httpx.get(f"{self.base_url}/models", headers=self._headers(), timeout=self.timeout)
-            response.raise_for_status()
-            models = [m["id"] for m in response.json().get("data", [])]
+            # A couple of the SDK's own retries: this one call needs no backoff of ours, and a
+            # wrong URL should fail within seconds.
+            with openai.OpenAI(**self._client_arguments(max_retries=min(2, self.max_retries))) as client:
+                models = [m.id for m in client.models.list(extra_headers=self._no_auth()).data or []]
         except Exception as error:
-            raise RuntimeError(self._redact(f"--model not given and {self.base_url}/models could not be read: {error}")) from None
+            raise RuntimeError(f"--model not given and {self.base_url}/models could not be read: "
+                               f"{self._describe(error)}") from None
         if not models:
             raise RuntimeError(f"--model not given and {self.base_url}/models lists no model")
         return models[0]
 
     def payload(self, request: ChatRequest) -> dict:
+        """The chat-completions arguments (and JSON body) of ``request``."""
         body = {"model": self.model, "messages": request.messages, "max_tokens": request.max_tokens,
                 "temperature": request.temperature, "top_p": request.top_p}
         if request.stop:
@@ -135,10 +179,45 @@ class OpenAIBackend(Backend):
         base = min(self.backoff * (2 ** attempt), self.max_backoff)
         return base * (0.5 + random.random() / 2)
 
-    async def _one(self, client, semaphore: asyncio.Semaphore, request: ChatRequest) -> Completion:
-        import httpx
+    def _status_outcome(self, status: int, body: str, retry_after: str | None) -> Completion | _Retryable:
+        """What an HTTP error answer means: retry it, or an error (fatal when no retry can fix it).
+        The body is redacted before it is cut, so a key cut in half leaves no piece behind."""
+        body = self._redact(body)
+        if status in RETRYABLE_STATUS or status >= 500:
+            return _Retryable(f"HTTP {status}: {body[:200]}", retry_after)
+        fatal = is_fatal(status, body)
+        if fatal:
+            self._fatal_error = f"HTTP {status}"
+        return Completion(error=f"HTTP {status}: {body[:300]}", fatal=fatal)
 
-        url = f"{self.base_url}/chat/completions"
+    @staticmethod
+    def _read_completion(response) -> Completion:
+        """A Completion from the SDK's ChatCompletion; raises AttributeError, IndexError or
+        TypeError when the body lacks a choice (the SDK does not validate answers)."""
+        choice = response.choices[0]
+        usage = response.usage
+        return Completion(text=choice.message.content or "",
+                          tokens_in=int(getattr(usage, "prompt_tokens", None) or 0),
+                          tokens_out=int(getattr(usage, "completion_tokens", None) or 0),
+                          finish_reason=choice.finish_reason)
+
+    async def _attempt(self, client, body: dict) -> Completion | _Retryable:
+        """One request through the SDK (which makes no retries of its own)."""
+        openai = _import_sdk()
+        try:
+            response = await client.chat.completions.create(**body, extra_headers=self._no_auth())
+        except openai.APIStatusError as error:
+            return self._status_outcome(error.status_code, error.response.text, error.response.headers.get("retry-after"))
+        except openai.APIConnectionError as error:  # timeouts (APITimeoutError) and dropped connections
+            return _Retryable(self._describe(error))
+        except ValueError as error:  # a 200 whose body is not JSON: the SDK raises json's decode error
+            return _Retryable(f"malformed response body ({type(error).__name__})")
+        try:
+            return self._read_completion(response)
+        except (AttributeError, IndexError, TypeError) as error:
+            return _Retryable(f"malformed response body ({type(error).__name__})")
+
+    async def _one(self, client, semaphore: asyncio.Semaphore, request: ChatRequest) -> Completion:
         body = self.payload(request)
         last_error = "no attempt made"
         async with semaphore:
@@ -146,47 +225,22 @@ class OpenAIBackend(Backend):
             if self._fatal_error is not None:  # a request before this one showed that none can succeed
                 return Completion(error=f"not sent after {self._fatal_error}", fatal=True)
             for attempt in range(self.max_retries + 1):
-                retry_after = None
-                try:
-                    response = await client.post(url, json=body)
-                except (httpx.TimeoutException, httpx.TransportError) as error:
-                    last_error = f"{type(error).__name__}: {self._redact(str(error)) or 'no detail'}"
-                else:
-                    if response.status_code == 200:
-                        try:
-                            data = response.json()
-                            choice = data["choices"][0]
-                            text = choice["message"].get("content") or ""
-                            usage = data.get("usage") or {}
-                            return Completion(text=text, tokens_in=int(usage.get("prompt_tokens") or 0),
-                                              tokens_out=int(usage.get("completion_tokens") or 0),
-                                              seconds=time.perf_counter() - started,
-                                              finish_reason=choice.get("finish_reason"))
-                        except (ValueError, KeyError, IndexError, TypeError) as error:
-                            last_error = f"malformed response body ({type(error).__name__})"
-                    elif response.status_code in RETRYABLE_STATUS or response.status_code >= 500:
-                        retry_after = response.headers.get("retry-after")
-                        last_error = f"HTTP {response.status_code}: {self._redact(response.text)[:200]}"
-                    else:
-                        body = self._redact(response.text)
-                        error = f"HTTP {response.status_code}: {body[:300]}"
-                        fatal = is_fatal(response.status_code, body)
-                        if fatal:
-                            self._fatal_error = f"HTTP {response.status_code}"
-                        return Completion(error=error, seconds=time.perf_counter() - started, fatal=fatal)
+                outcome = await self._attempt(client, body)
+                if isinstance(outcome, Completion):
+                    outcome.seconds = time.perf_counter() - started
+                    return outcome
+                last_error = outcome.error
                 if attempt < self.max_retries:
                     self.retries += 1
-                    await asyncio.sleep(self._delay(attempt, retry_after))
+                    await asyncio.sleep(self._delay(attempt, outcome.retry_after))
             return Completion(error=f"gave up after {self.max_retries + 1} attempts; last: {last_error}",
                               seconds=time.perf_counter() - started)
 
     async def _run_all(self, requests: Sequence[ChatRequest], out: queue.Queue, stop: threading.Event) -> None:
-        import httpx
-
-        semaphore = asyncio.Semaphore(self.concurrency)
+        openai = _import_sdk()
+        semaphore = asyncio.Semaphore(self.concurrency)  # the SDK's connection pool allows far more
         self._fatal_error = None
-        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
-        async with httpx.AsyncClient(headers=self._headers(), timeout=self.timeout, limits=limits) as client:
+        async with openai.AsyncOpenAI(**self._client_arguments()) as client:
             async def run(index: int, request: ChatRequest) -> None:
                 try:
                     completion = await self._one(client, semaphore, request)
