@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from synthrank.data.beir import Corpus, atomic_write
-from synthrank.data.resolve import cache_dir
+from synthrank.data.beir import Corpus
+from synthrank.utils import atomic_write, cache_dir
 
 
 def corpus_fingerprint(corpus: Corpus) -> str:
