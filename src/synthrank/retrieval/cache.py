@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -68,7 +67,3 @@ class EmbeddingCache:
         vectors = compute()
         self.save(key, vectors, meta)
         return vectors, False
-
-
-def cache_enabled_by_env() -> bool:
-    return os.environ.get("SYNTHRANK_NO_CACHE", "") not in ("1", "true", "yes")
