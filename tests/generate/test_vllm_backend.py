@@ -1,9 +1,13 @@
-"""The vllm backend: engine arguments, streaming through the engine, and the real vLLM package.
+"""The vllm backend: request building, sampling options, streaming through the engine, and the
+real vLLM package.
 
-The streaming tests drive the backend with a scripted engine that has the two methods the
-backend uses (``add_request``/``step``, the interface of ``vllm.LLMEngine``) and checks what the
-backend does with them: how many requests are in flight, when answers reach the caller, that
-each answer goes back to its own request. The tests marked ``vllm`` import the real package.
+Without vLLM installed the backend runs on stand-ins: a chat template and tokenizer simple
+enough to compute by hand, an engine with the methods the backend uses (``add_request``,
+``step``, ``abort_request``: the interface of ``vllm.LLMEngine``) that records what it was given,
+and a ``vllm`` module whose ``SamplingParams`` records its arguments. The assertions are on what
+the backend computes: the token ids and parameters it submits, which answer it hands back for
+which request and in what order, the counts and errors it reports, what it aborts. The tests
+that need the real package are skipped without it.
 """
 
 from __future__ import annotations
@@ -32,53 +36,75 @@ def paper_backend_options() -> dict:
 
 
 class _Tokenizer:
-    """Chat template: the contents joined; token ids: the characters' code points."""
+    """A Hugging Face tokenizer reduced to what the backend calls. The template joins the message
+    contents with '|' and ends with '>' when asked for the generation prompt; a token id is a
+    character's code point, and special tokens put BOS (id 1) in front, as a real tokenizer
+    would (the template already holds it, so the backend must not add a second)."""
 
-    def apply_chat_template(self, messages, add_generation_prompt, tokenize):
-        assert add_generation_prompt and not tokenize
-        return "|".join(m["content"] for m in messages)
+    BOS = 1
 
-    def encode(self, text, add_special_tokens):
-        return [ord(c) for c in text]
+    def apply_chat_template(self, messages, add_generation_prompt=False, tokenize=True):
+        text = "|".join(m["content"] for m in messages) + (">" if add_generation_prompt else "")
+        return self.encode(text) if tokenize else text
+
+    def encode(self, text, add_special_tokens=True):
+        return ([self.BOS] if add_special_tokens else []) + [ord(c) for c in text]
+
+
+def prompt_ids(request: ChatRequest) -> list[int]:
+    """What the backend must submit for ``request``: the template with the generation prompt,
+    tokenized without special tokens."""
+    return [ord(c) for c in "|".join(m["content"] for m in request.messages) + ">"]
 
 
 class _ScriptedEngine:
-    """Request ``i`` needs ``steps(i)`` engine steps; records what the backend did."""
+    """A request finishes after ``steps_for(prompt text)`` steps with an answer of its own
+    (``completion <n>``, n + 1 tokens, finish reason alternating stop/length); every submission,
+    answer and abort is recorded."""
 
-    def __init__(self, steps):
-        self.steps_needed = steps
-        self.running: dict[str, dict] = {}
+    def __init__(self, steps_for):
+        self.steps_for = steps_for
+        self.left: dict[str, int] = {}  # request id -> steps still needed
+        self.submitted: dict[str, tuple[list[int], object]] = {}  # request id -> (prompt ids, params)
         self.added: list[str] = []
+        self.answers: dict[str, types.SimpleNamespace] = {}  # request id -> its finished output
         self.max_in_flight = 0
         self.aborted: list[str] = []
 
     def add_request(self, request_id, prompt, params):
-        assert isinstance(request_id, str)
-        text = "".join(chr(t) for t in prompt["prompt_token_ids"])
-        self.running[request_id] = {"left": self.steps_needed(text), "prompt": prompt["prompt_token_ids"],
-                                    "text": text}
+        ids = list(prompt["prompt_token_ids"])
+        self.submitted[request_id] = (ids, params)
         self.added.append(request_id)
-        self.max_in_flight = max(self.max_in_flight, len(self.running))
+        self.left[request_id] = self.steps_for("".join(chr(t) for t in ids))
+        self.max_in_flight = max(self.max_in_flight, len(self.left))
 
     def step(self):
-        finished = []
-        for request_id, state in list(self.running.items()):
-            state["left"] -= 1
-            if state["left"] <= 0:
-                del self.running[request_id]
-                best = types.SimpleNamespace(text=f"answer to {state['text']}", token_ids=[1] * len(state["text"]),
-                                             finish_reason="stop")
-                finished.append(types.SimpleNamespace(request_id=request_id, finished=True, outputs=[best],
-                                                      prompt_token_ids=state["prompt"]))
-        # an unfinished output, as vLLM returns with other output kinds: must be ignored
-        for request_id in self.running:
-            finished.append(types.SimpleNamespace(request_id=request_id, finished=False, outputs=[], prompt_token_ids=[]))
-        return finished
+        outputs = []
+        for request_id in list(self.left):
+            self.left[request_id] -= 1
+            if self.left[request_id] <= 0:
+                del self.left[request_id]
+                n = len(self.answers)
+                best = types.SimpleNamespace(text=f"completion {n}", token_ids=list(range(n + 1)),
+                                             finish_reason="length" if n % 2 else "stop")
+                self.answers[request_id] = types.SimpleNamespace(
+                    request_id=request_id, finished=True, outputs=[best],
+                    prompt_token_ids=self.submitted[request_id][0])
+                outputs.append(self.answers[request_id])
+        # unfinished outputs, as vLLM returns with other output kinds: the backend must skip them
+        outputs += [types.SimpleNamespace(request_id=r, finished=False, outputs=[], prompt_token_ids=[])
+                    for r in self.left]
+        return outputs
 
     def abort_request(self, request_ids):
         self.aborted.extend(request_ids)
         for request_id in request_ids:
-            self.running.pop(request_id, None)
+            self.left.pop(request_id, None)
+
+    def request_of(self, request: ChatRequest) -> str:
+        """The id under which ``request`` was submitted (found by its prompt)."""
+        (request_id,) = [r for r, (ids, _) in self.submitted.items() if ids == prompt_ids(request)]
+        return request_id
 
 
 class _LLM:
@@ -89,74 +115,158 @@ class _LLM:
         return _Tokenizer()
 
 
-def _backend(engine, concurrency, monkeypatch):
-    backend = VLLMBackend("org/model", concurrency=concurrency, engine=_LLM(engine))
-    monkeypatch.setattr(backend, "sampling_params", lambda request: ("params", request.max_tokens))
-    return backend
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    """A ``vllm`` module whose SamplingParams (and the decoding constraint) are records of their
+    arguments, so that what the backend builds from a ChatRequest can be read."""
+    package = types.ModuleType("vllm")
+    sampling = types.ModuleType("vllm.sampling_params")
+    package.SamplingParams = lambda **kwargs: dict(kwargs)
+    package.sampling_params = sampling
+    sampling.RequestOutputKind = types.SimpleNamespace(FINAL_ONLY=object(), CUMULATIVE=object())
+    sampling.StructuredOutputsParams = lambda choice: types.SimpleNamespace(kind="structured", choice=choice)
+    monkeypatch.setitem(sys.modules, "vllm", package)
+    monkeypatch.setitem(sys.modules, "vllm.sampling_params", sampling)
+    return sampling
+
+
+def _backend(engine, concurrency=8):
+    return VLLMBackend("org/model", concurrency=concurrency, engine=_LLM(engine))
 
 
 def _requests(n):
-    return [ChatRequest([{"role": "user", "content": f"q{i}"}], max_tokens=8) for i in range(n)]
+    """Request i asks 'q<i>' with max_tokens 10 + i, so its parameters are told apart too."""
+    return [ChatRequest([{"role": "user", "content": f"q{i}"}], max_tokens=10 + i) for i in range(n)]
 
 
-def test_answers_stream_out_as_they_finish_with_at_most_concurrency_in_flight(monkeypatch):
+def _check_answer(engine, request, completion):
+    """``completion`` is what the backend must make of the answer to ``request``'s submission."""
+    output = engine.answers[engine.request_of(request)]
+    assert completion.ok, completion.error
+    assert completion.text == output.outputs[0].text  # this request's answer, not another's
+    assert completion.tokens_in == len(prompt_ids(request))
+    assert completion.tokens_out == len(output.outputs[0].token_ids)
+    assert completion.finish_reason == output.outputs[0].finish_reason
+    assert completion.seconds >= 0
+
+
+def test_requests_are_submitted_as_templated_token_ids_with_their_own_params(fake_vllm):
+    engine = _ScriptedEngine(lambda text: 1)
+    requests = [ChatRequest([{"role": "system", "content": "be brief"}, {"role": "user", "content": "q0"}],
+                            max_tokens=7),
+                ChatRequest([{"role": "user", "content": "q1"}], max_tokens=9, temperature=0.0)]
+    out = dict(_backend(engine).generate(requests))
+    assert sorted(out) == [0, 1]
+    for request in requests:
+        ids, params = engine.submitted[engine.request_of(request)]
+        assert ids[0] != _Tokenizer.BOS  # no second BOS in front of the template's
+        assert (params["max_tokens"], params["temperature"]) == (request.max_tokens, request.temperature)
+    assert len(set(engine.added)) == 2
+
+
+def test_answers_stream_out_as_they_finish_with_at_most_concurrency_in_flight(fake_vllm):
     # q0 takes 6 steps, the others 1: q1..q9 must not wait for q0
-    engine = _ScriptedEngine(lambda text: 6 if text == "q0" else 1)
-    backend = _backend(engine, 3, monkeypatch)
-    stream = backend.generate(_requests(10))
+    engine = _ScriptedEngine(lambda text: 6 if text == "q0>" else 1)
+    requests = _requests(10)
+    stream = _backend(engine, concurrency=3).generate(requests)
     first_index, first = next(stream)
-    assert first_index in (1, 2) and first.text == f"answer to q{first_index}"
+    assert first_index == 1
     assert len(engine.added) == 3  # the first answer came back before the rest were even submitted
-    rest = dict(stream)
-    results = {first_index: first, **rest}
-    assert sorted(results) == list(range(10))
-    assert all(results[i].text == f"answer to q{i}" for i in range(10))  # each answer to its own request
-    assert results[3].tokens_in == 2 and results[3].tokens_out == 2
+    results = [(first_index, first), *stream]
+    # two finish per step as slots free up; q0 finishes at step 6, after all the others
+    assert [index for index, _ in results] == [1, 2, 3, 4, 5, 6, 7, 8, 9, 0]
     assert engine.max_in_flight == 3
-    assert list(results)[-1] == 0  # the slow one came last, the others did not wait for it
+    for index, completion in results:
+        _check_answer(engine, requests[index], completion)
 
 
-def test_a_request_the_engine_refuses_fails_alone(monkeypatch):
+def test_request_ids_stay_unique_across_calls(fake_vllm):
+    engine = _ScriptedEngine(lambda text: 1)
+    backend = _backend(engine)
+    dict(backend.generate(_requests(3)))
+    dict(backend.generate(_requests(3)))
+    assert len(engine.added) == 6 and len(set(engine.added)) == 6
+
+
+def test_a_request_the_engine_refuses_fails_alone(fake_vllm):
     engine = _ScriptedEngine(lambda text: 1)
     original = engine.add_request
+    refusal = ValueError("prompt longer than max_model_len")
 
     def refuse_long(request_id, prompt, params):
-        if len(prompt["prompt_token_ids"]) > 2:
-            raise ValueError("prompt longer than max_model_len")
+        if len(prompt["prompt_token_ids"]) > 3:
+            raise refusal
         original(request_id, prompt, params)
 
     engine.add_request = refuse_long
     requests = _requests(2) + [ChatRequest([{"role": "user", "content": "long prompt"}])]
-    out = dict(_backend(engine, 8, monkeypatch).generate(requests))
-    assert out[0].ok and out[1].ok
-    assert "max_model_len" in out[2].error
+    results = list(_backend(engine).generate(requests))
+    assert [index for index, _ in results] == [2, 0, 1]  # the refusal is reported at once
+    assert results[0][1].error == f"ValueError: {refusal}"
+    assert len(engine.added) == 2  # never in flight, so nothing to abort or wait for
+    for index, completion in results[1:]:
+        _check_answer(engine, requests[index], completion)
 
 
-def test_an_engine_failure_fails_the_requests_in_flight_and_aborts_them(monkeypatch):
+def test_an_engine_failure_fails_the_requests_in_flight_and_aborts_them(fake_vllm):
     engine = _ScriptedEngine(lambda text: 3)
     steps = {"n": 0}
     original = engine.step
+    failure = RuntimeError("CUDA out of memory")
 
     def step():
         steps["n"] += 1
         if steps["n"] == 2:
-            raise RuntimeError("CUDA out of memory")
+            raise failure
         return original()
 
     engine.step = step
-    out = dict(_backend(engine, 2, monkeypatch).generate(_requests(4)))
-    assert "CUDA out of memory" in out[0].error and "CUDA out of memory" in out[1].error
-    assert out[2].ok and out[3].ok  # the next requests run on
-    assert len(engine.aborted) == 2
+    requests = _requests(4)
+    out = dict(_backend(engine, concurrency=2).generate(requests))
+    in_flight = engine.added[:2]
+    assert [engine.request_of(requests[i]) for i in (0, 1)] == in_flight
+    assert out[0].error == out[1].error == f"RuntimeError: {failure}"
+    assert engine.aborted == in_flight
+    for index in (2, 3):  # the next requests run on
+        _check_answer(engine, requests[index], out[index])
 
 
-def test_stopping_early_aborts_what_is_still_running(monkeypatch):
-    engine = _ScriptedEngine(lambda text: 1 if text == "q0" else 50)
-    stream = _backend(engine, 4, monkeypatch).generate(_requests(6))
+def test_stopping_early_aborts_what_is_still_running(fake_vllm):
+    engine = _ScriptedEngine(lambda text: 1 if text == "q0>" else 50)
+    stream = _backend(engine, concurrency=4).generate(_requests(6))
     assert next(stream)[0] == 0
     stream.close()
+    assert len(engine.added) == 4
     assert sorted(engine.aborted) == sorted(engine.added[1:])
-    assert not engine.running
+    assert not engine.left
+
+
+def test_sampling_options_map_to_vllm_parameters(fake_vllm):
+    backend = _backend(_ScriptedEngine(lambda text: 1))
+    full = backend.sampling_params(ChatRequest([{"role": "user", "content": "x"}], max_tokens=64, temperature=0.5,
+                                               top_p=0.9, top_k=20, seed=3, stop=("\n\n",), choices=("0", "1")))
+    constraint = full.pop("structured_outputs")
+    assert constraint.kind == "structured" and constraint.choice == ["0", "1"]
+    assert full == {"max_tokens": 64, "temperature": 0.5, "top_p": 0.9, "seed": 3, "top_k": 20, "stop": ["\n\n"],
+                    "output_kind": fake_vllm.RequestOutputKind.FINAL_ONLY}
+    # top_k 0 means no top-k, left to vLLM's default; no stop strings and no choices add nothing
+    plain = backend.sampling_params(ChatRequest([{"role": "user", "content": "x"}], top_k=0))
+    assert plain == {"max_tokens": 512, "temperature": 0.7, "top_p": 0.95, "seed": None,
+                     "output_kind": fake_vllm.RequestOutputKind.FINAL_ONLY}
+
+
+def test_choices_use_guided_decoding_on_older_vllm_and_nothing_without_it(fake_vllm, monkeypatch):
+    backend = _backend(_ScriptedEngine(lambda text: 1))
+    request = ChatRequest([{"role": "user", "content": "x"}], choices=["0", "1", "2"])
+    monkeypatch.delattr(fake_vllm, "StructuredOutputsParams")
+    monkeypatch.setattr(fake_vllm, "GuidedDecodingParams", lambda choice: types.SimpleNamespace(choice=choice),
+                        raising=False)
+    params = backend.sampling_params(request)
+    assert "structured_outputs" not in params and params["guided_decoding"].choice == ["0", "1", "2"]
+    monkeypatch.delattr(fake_vllm, "GuidedDecodingParams")
+    monkeypatch.delattr(fake_vllm, "RequestOutputKind")
+    params = backend.sampling_params(request)
+    assert not {"structured_outputs", "guided_decoding", "output_kind"} & set(params)
 
 
 def test_paper_config_options_reach_the_engine(monkeypatch):

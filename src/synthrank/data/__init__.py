@@ -5,7 +5,6 @@ from synthrank.data.beir import (
     Corpus,
     Qrels,
     QrelsReport,
-    atomic_write,
     available_splits,
     check_qrels,
     iter_jsonl,
@@ -23,7 +22,7 @@ from synthrank.data.trec import Run, load_run, load_trec_qrels, write_run, write
 
 __all__ = [
     "BeirDataset", "Corpus", "Qrels", "QrelsReport", "Run", "DataFormatError", "DatasetNotFoundError",
-    "atomic_write", "available_splits", "check_qrels", "iter_jsonl", "load_beir", "load_corpus", "load_qrels",
+    "available_splits", "check_qrels", "iter_jsonl", "load_beir", "load_corpus", "load_qrels",
     "load_queries", "load_run", "load_trec_qrels", "resolve_dataset", "write_corpus", "write_qrels",
     "write_queries", "write_run", "write_trec_qrels",
 ]

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from synthrank.data.errors import DataFormatError
+from synthrank.utils import atomic_write
 
 Qrels = dict[str, dict[str, int]]
 """query id -> passage id -> integer relevance grade."""
@@ -270,28 +268,6 @@ def load_beir(folder: str | Path, split: str = "test", with_corpus: bool = True)
     report = check_qrels(qrels, all_queries.keys(), corpus.ids if corpus is not None else None)
     queries = {qid: all_queries[qid] for qid in qrels if qid in all_queries}
     return BeirDataset(folder, split, corpus, queries, qrels, report)
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
-
-
-@contextmanager
-def atomic_write(path: str | Path, mode: str = "w"):
-    """Write to a temporary file beside ``path`` and rename it into place on success."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as handle:
-            yield handle
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_corpus(path: str | Path, passages: Iterable[Mapping[str, str]]) -> int:

@@ -20,6 +20,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from synthrank.data.errors import DatasetNotFoundError
+from synthrank.utils import cache_dir
 
 BEIR_BASE_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
@@ -55,10 +56,6 @@ def _not_found(name: str, searched: list[str], why: str) -> DatasetNotFoundError
     return DatasetNotFoundError(
         f"dataset {name!r} not found (looked in: {', '.join(searched)}); {why}.{hint} {available}. "
         f"Set SYNTHRANK_DATA_DIR to a folder holding '{name}/', or pass the dataset's path.")
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("SYNTHRANK_CACHE_DIR", Path.home() / ".cache" / "synthrank"))
 
 
 def _is_beir_folder(path: Path) -> bool:

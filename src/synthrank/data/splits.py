@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from synthrank.data.beir import atomic_write, load_qrels, write_qrels
+from synthrank.data.beir import load_qrels, write_qrels
+from synthrank.utils import atomic_write
 
 __all__ = ["make_holdout"]
 

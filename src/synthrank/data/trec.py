@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from synthrank.data.beir import Qrels, atomic_write, iter_lines, load_qrels
+from synthrank.data.beir import Qrels, iter_lines, load_qrels
+from synthrank.utils import atomic_write
 from synthrank.data.errors import DataFormatError
 
 Run = dict[str, dict[str, float]]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synthrank.data.beir import atomic_write
+from synthrank.utils import atomic_write
 from synthrank.evaluate.significance import compare, mean_over_seeds
 from synthrank.experiments.config import Setting
 from synthrank.experiments.provenance import code_version

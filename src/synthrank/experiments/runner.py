@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from synthrank import __version__
-from synthrank.data.beir import atomic_write
+from synthrank.utils import atomic_write
 from synthrank.experiments.checks import check_stage_options
 from synthrank.experiments.config import PLACEHOLDER, ExperimentConfig
 from synthrank.experiments.provenance import code_version

@@ -36,13 +36,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from synthrank import __version__
-from synthrank.data import Corpus, DataFormatError, atomic_write, load_corpus, resolve_dataset, write_corpus
+from synthrank.data import Corpus, DataFormatError, load_corpus, resolve_dataset, write_corpus
 from synthrank.data import write_qrels, write_queries
 from synthrank.generate.doc_queries import DEFAULT_STYLE, QUERY_GRADE, QueryConfig, QueryGenerator, QueryPromptSet
 from synthrank.generate.doc_queries import query_id
 from synthrank.generate.queries import parse_shard, shard_queries
 from synthrank.generate.runner import RunSummary, _derive_seed, reason_kind
 from synthrank.generate.store import Store
+from synthrank.utils import atomic_write
 
 SAMPLINGS = ("random", "stratified")
 RETRIEVERS = ("bm25", "base")

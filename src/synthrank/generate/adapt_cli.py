@@ -12,8 +12,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from synthrank.generate.cli import _backend_options, _fail, generate_command
+from synthrank.generate.cli import _backend_options, generate_command
 from synthrank.generate.doc_queries import DEFAULT_STYLE
+from synthrank.utils.cli import fail
 
 _GENERATE = inspect.signature(generate_command, eval_str=True).parameters
 
@@ -106,7 +107,7 @@ def adapt_command(
                                              quantize),
         )
     except (DataFormatError, FileNotFoundError, ValueError, KeyError, ImportError, RuntimeError) as error:
-        _fail(str(error).strip("'\""))
+        fail(str(error).strip("'\""))
     m = result.manifest
     q, f, c = m["query_generation"], m["filter"], m["contexts"]
     typer.echo(

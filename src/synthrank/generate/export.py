@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 from synthrank import __version__
-from synthrank.data import atomic_write, write_corpus, write_qrels, write_queries
+from synthrank.data import write_corpus, write_qrels, write_queries
+from synthrank.utils import atomic_write
 from synthrank.generate.runner import item_id, reason_kind
 from synthrank.generate.store import Store
 

@@ -14,11 +14,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from synthrank.data import atomic_write, load_beir, write_qrels
+from synthrank.data import load_beir, write_qrels
 from synthrank.generate.backends.base import Backend, ChatRequest
 from synthrank.generate.levels import Level, default_levels, load_levels
 from synthrank.generate.progress import Progress
 from synthrank.generate.prompts import load_template, render
+from synthrank.utils import atomic_write
 
 
 def judge_messages(query: str, passage: str, levels: list[Level], template: str, system: str,

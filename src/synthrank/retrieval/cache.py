@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from synthrank.data.beir import Corpus, atomic_write
-from synthrank.data.resolve import cache_dir
+from synthrank.data.beir import Corpus
+from synthrank.utils import atomic_write, cache_dir
 
 
 def corpus_fingerprint(corpus: Corpus) -> str:
@@ -68,7 +67,3 @@ class EmbeddingCache:
         vectors = compute()
         self.save(key, vectors, meta)
         return vectors, False
-
-
-def cache_enabled_by_env() -> bool:
-    return os.environ.get("SYNTHRANK_NO_CACHE", "") not in ("1", "true", "yes")

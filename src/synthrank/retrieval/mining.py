@@ -12,7 +12,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from synthrank.data import Qrels, atomic_write, load_beir, resolve_dataset, write_qrels
+from synthrank.data import Qrels, load_beir, resolve_dataset, write_qrels
+from synthrank.utils import atomic_write
 
 log = logging.getLogger(__name__)
 

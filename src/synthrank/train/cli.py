@@ -13,18 +13,14 @@ from typing import Annotated, Optional
 import typer
 
 from synthrank.data.config_files import parse_assignments
-
-
-def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
+from synthrank.utils.cli import fail
 
 
 def _parse_loss_params(items: list[str] | None) -> dict | None:
     try:
         return parse_assignments(items, "--loss-param") or None
     except ValueError as error:
-        _fail(str(error))
+        fail(str(error))
 
 
 def train_command(
@@ -88,13 +84,13 @@ def train_command(
     try:
         settings = load_train_config(config, overrides)
     except (DataFormatError, FileNotFoundError) as error:
-        _fail(str(error))
+        fail(str(error))
     try:
         from synthrank.train.trainer import train
 
         result = train(settings)
     except (DataFormatError, DatasetNotFoundError, FileNotFoundError, ValueError) as error:
-        _fail(error_message(error))
+        fail(error_message(error))
     if result is not None:
         typer.echo(json.dumps({"output": str(result.output), "global_step": result.global_step,
                                "train_loss": result.train_loss, "first_loss": result.first_loss,
@@ -129,5 +125,5 @@ def mine_command(
                                 show_progress=not quiet)
         path = write_mined(result, output, grade=grade, retriever_settings={"name": "bm25", **settings})
     except (DataFormatError, DatasetNotFoundError, FileNotFoundError, ValueError) as error:
-        _fail(error_message(error))
+        fail(error_message(error))
     typer.echo(json.dumps({"qrels": str(path), **result.stats}, indent=2))

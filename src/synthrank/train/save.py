@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from synthrank.data import atomic_write
+from synthrank.utils import atomic_write
 
 __all__ = ["SentenceTransformersSettings", "write_sentence_transformers_files"]
 

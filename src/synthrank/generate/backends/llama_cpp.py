@@ -97,7 +97,7 @@ def requantized_path(source: Path, quant: str, cache: Path | None = None) -> Pat
     """Where the ``quant`` re-encoding of ``source`` is cached (named after its size, so a new
     version of the source file gets a new copy)."""
     if cache is None:
-        from synthrank.data.resolve import cache_dir
+        from synthrank.utils import cache_dir
 
         cache = cache_dir() / "models"
     return cache / f"{source.stem}.{source.stat().st_size}.{quant}.gguf"

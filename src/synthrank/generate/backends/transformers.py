@@ -52,7 +52,6 @@ class TransformersBackend(Backend):
         return self.tokenizer.apply_chat_template(request.messages, add_generation_prompt=True, tokenize=False)
 
     def generate(self, requests: Sequence[ChatRequest]) -> Iterator[tuple[int, Completion]]:
-        torch = self._torch
         prompts = {}
         for index, request in enumerate(requests):
             try:
