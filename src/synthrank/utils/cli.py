@@ -47,12 +47,12 @@ def _cli_type(model: type, name: str, info) -> Any:
     raise TypeError(f"{model.__name__}.{name}: typer cannot parse {annotation}; declare Cli(type=..., parse=...)")
 
 
-def options_command(model: type, run: Callable[..., None], *, extras: Callable | None = None,
+def options_command(model: type, run: Callable[..., None], *, extras: Callable | list | None = None,
                     required: bool = True, name: str, doc: str) -> Callable[..., None]:
     """A typer command whose options are the fields of the pydantic ``model`` (its single
     declaration: flag, type, help = the field's description, shown default = the field's
-    default), followed by the typer-annotated parameters of ``extras`` (options that are no
-    field: ``--config``, ``--quiet``, shortcuts).
+    default), followed by the typer-annotated parameters of ``extras`` (a function, or a list of
+    ``inspect.Parameter``: options that are no field, e.g. ``--config``, ``--quiet``, shortcuts).
 
     ``run(given, **extras)`` receives in ``given`` only the options that were typed (after
     ``Cli.parse``), so that a config file may set the others; the model then supplies the
@@ -60,7 +60,7 @@ def options_command(model: type, run: Callable[..., None], *, extras: Callable |
     that takes ``--config`` passes False: the file may give them)."""
     import inspect
 
-    from synthrank.utils.options import cli_of, default_text, flag_of, model_fields_with_cli
+    from synthrank.utils.options import cli_of, flag_of, model_fields_with_cli
 
     fields = model_fields_with_cli(model)
     parameters = []
@@ -78,7 +78,12 @@ def options_command(model: type, run: Callable[..., None], *, extras: Callable |
             default = inspect.Parameter.empty
         parameters.append(inspect.Parameter(field, inspect.Parameter.KEYWORD_ONLY, default=default,
                                             annotation=Annotated[Optional[kind], option]))
-    extra_parameters = list(inspect.signature(extras, eval_str=True).parameters.values()) if extras else []
+    if extras is None:
+        extra_parameters = []
+    elif callable(extras):
+        extra_parameters = list(inspect.signature(extras, eval_str=True).parameters.values())
+    else:
+        extra_parameters = list(extras)
     clash = {p.name for p in extra_parameters} & set(fields)
     if clash:
         raise TypeError(f"{name}: extra options {sorted(clash)} are fields of {model.__name__}")
