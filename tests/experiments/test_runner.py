@@ -300,7 +300,7 @@ def test_report_shows_mean_std_over_seeds_and_paired_p_values(tmp_path):
     (lambda d: d["settings"][0]["recipe"].update(group_sise=4), "settings[0].recipe.group_sise", "Extra inputs"),
     (lambda d: d["settings"][0]["recipe"]["sources"][0].update(min_grad=1), "settings[0].recipe.sources[0].min_grad",
      "Extra inputs"),
-    (lambda d: d["generate"][0].update(temprature=0.3), "generate[0].temprature", "unknown option of [[generate]]"),
+    (lambda d: d["generate"][0].update(temprature=0.3), "generate[0].temprature", "Extra inputs are not permitted"),
     (lambda d: d.update(train={"model": "other"}), "train.model", "set by [base] model"),
 ])
 def test_plan_rejects_bad_stage_options_naming_file_and_section(tmp_path, change, field, text):

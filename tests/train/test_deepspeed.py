@@ -63,18 +63,19 @@ def test_relative_deepspeed_path_resolves_against_the_config_file(tmp_path):
 def test_deepspeed_setting_reaches_training_arguments(tmp_path, tiny_model, toy_beir, monkeypatch):
     """The path in the config is the ``deepspeed`` argument TrainingArguments is built with."""
     import synthrank.train.trainer as trainer_module
+    from synthrank.train.arguments import RankingTrainingArguments
 
     received = {}
 
     class Stop(Exception):
         pass
 
-    def capture(**kwargs):
+    def capture(self, **kwargs):
         received.update(kwargs)
         raise Stop
 
     monkeypatch.setattr(trainer_module, "deepspeed_installed", lambda: True)
-    monkeypatch.setattr(trainer_module, "TrainingArguments", capture)
+    monkeypatch.setattr(RankingTrainingArguments, "__init__", capture)
     with pytest.raises(Stop):
         trainer_module.build_training(config_for(tmp_path, tiny_model, toy_beir, deepspeed=str(ZERO3)))
     assert received["deepspeed"] == str(ZERO3)

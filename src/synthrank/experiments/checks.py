@@ -1,5 +1,5 @@
 """Up-front checks of every stage's options, so that ``--dry-run`` (and a real run, before its
-first stage) reports a misspelt loss, an unknown ``[train]``, recipe or ``[[generate]]`` key with
+first stage) reports a misspelt loss, an unknown ``[train]`` or recipe key with
 the config file and section, instead of the stage failing hours later.
 
 Backend-specific ``backend_options`` are the backends' own business and are not checked here.
@@ -7,7 +7,6 @@ Backend-specific ``backend_options`` are the backends' own business and are not 
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any
 
@@ -16,21 +15,11 @@ from pydantic import ValidationError
 from synthrank.data.config_files import format_location
 from synthrank.experiments.config import ExperimentConfig, ExperimentConfigError
 
-# generate() parameters that the runner sets itself, so a config may not.
-RUNNER_SETS = {"output", "progress", "backend_instance"}
 # TrainConfig fields the runner fills in when a train stage runs (placeholders here), and where
 # a config gives them instead.
 _RUNNER_FILLS = {"data": "<recipe.json>", "output": "<stage folder>", "resume": False}
 _SET_ELSEWHERE = {"data": "the setting's recipe", "output": "the run folder", "resume": "the runner (it resumes by itself)",
                   "loss": "the setting's loss", "model": "[base] model"}
-
-
-def generate_options() -> list[str]:
-    """The keys a ``[[generate]]`` job may hold: the parameters of
-    :func:`synthrank.generate.api.generate` (plus ``name``)."""
-    from synthrank.generate.api import generate
-
-    return [name for name in inspect.signature(generate).parameters if name not in RUNNER_SETS]
 
 
 def _problems_of(error: ValidationError, section_of) -> list[tuple[str, str]]:
@@ -43,11 +32,7 @@ def stage_option_problems(config: ExperimentConfig) -> list[tuple[str, str]]:
     from synthrank.train.config import TrainConfig, make_loss
 
     problems: list[tuple[str, str]] = []
-    allowed = generate_options()
-    for index, job in enumerate(config.generate):
-        for key in sorted(set(job.model_dump()) - set(allowed) - {"name"}):
-            problems.append((f"generate[{index}].{key}",
-                             f"unknown option of [[generate]] '{job.name}'; known: {', '.join(allowed)}"))
+    # [[generate]] jobs are GenerateOptions: their keys and values were checked when the config was read.
     for index, setting in enumerate(config.settings):
         where = f"settings[{index}]"
         try:

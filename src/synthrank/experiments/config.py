@@ -62,11 +62,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from synthrank.data.config_files import read_config_file, validate_config
 from synthrank.data.errors import DataFormatError
 from synthrank.experiments.estimates import Estimates
+from synthrank.generate.options import GenerateOptions
 from synthrank.models.bundled import DEFAULT_ENCODER
 
 PLACEHOLDER = re.compile(r"\{(holdout|generate|mine|adapt)\.([A-Za-z0-9_.\-]+)\}")
@@ -83,33 +84,29 @@ class BaseModelSpec(BaseModel):
     evaluate: bool = Field(True, description="Evaluate the untrained base model too (the table's first row)")
 
 
-class GenerateJob(BaseModel):
-    """Arguments of :func:`synthrank.generate.api.generate` (``queries`` and ``name`` required)."""
+class GenerateJob(GenerateOptions):
+    """A ``[[generate]]`` job: the options of ``synthrank generate`` (:class:`GenerateOptions`,
+    their single declaration; an unknown key is an error naming it) and a ``name``."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=NAME)
-    queries: str
+    _given: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _keep_given(cls, data: Any, handler) -> "GenerateJob":
+        job = handler(data)
+        if isinstance(data, dict):
+            job._given = {key: value for key, value in data.items() if key != "name"}
+        return job
+
+    def _where(self) -> str:
+        return f"[[generate]] {self.name!r}: "
 
     def arguments(self) -> dict[str, Any]:
-        return {k: v for k, v in self.model_dump().items() if k != "name"}
-
-    @model_validator(mode="after")
-    def _check_backend_options(self) -> "GenerateJob":
-        # Checked at load, so a misspelt engine option fails before hours of other stages run.
-        from synthrank.generate.api import default_backend
-        from synthrank.generate.backends.options import validate_backend_options
-
-        # read as declared fields or as extra keys, whichever this model has
-        extra = {**(self.model_extra or {}),
-                 **{key: getattr(self, key) for key in ("backend", "backend_options") if key in type(self).model_fields}}
-        backend = extra.get("backend") or default_backend()
-        if not isinstance(backend, str):
-            raise ValueError(f"[[generate]] {self.name!r}: backend must be a string")
-        try:
-            validate_backend_options(backend, extra.get("backend_options"))
-        except ValueError as error:
-            raise ValueError(f"[[generate]] {self.name!r}: {error}") from None
-        return self
+        """The options as the config gives them (checked, not converted: a stage's fingerprint
+        hashes what the config says, so ``temperature = 1`` stays ``1``), for ``generate()``."""
+        return json.loads(json.dumps(self._given, default=str))
 
 
 class HoldoutJob(BaseModel):
@@ -227,7 +224,7 @@ class ExperimentConfig(BaseModel):
         # An adapt job may name an earlier one (merge_from: reuse its queries, e.g. to add grounded levels).
         allowed = {"generate": {"holdout"}, "adapt": {"holdout", "adapt"}, "mine": {"holdout"}, "eval": {"holdout"},
                    "settings": {"holdout", "generate", "mine", "adapt"}}
-        places = ([("generate", f"generate '{g.name}'", g.model_dump()) for g in self.generate]
+        places = ([("generate", f"generate '{g.name}'", g.arguments()) for g in self.generate]
                   + [("adapt", f"adapt '{a.name}'", a.model_dump()) for a in self.adapt]
                   + [("mine", f"mine '{m.name}'", m.model_dump()) for m in self.mine]
                   + [("settings", f"settings '{s.name}': recipe", s.recipe) for s in self.settings]

@@ -511,7 +511,8 @@ def _grounded_levels(engine, folder: Path, kept: dict[str, str], sources: dict[s
     # every passage), and a shortfall is reported in the manifest instead of stopping the run.
     result = generate(folder / "input-queries.jsonl", folder, backend_instance=engine, mode="grounded",
                       references=folder / "references.jsonl", levels=levels, grounded_prompt=prompt, seed=seed,
-                      retry_failed=retry_failed, progress=progress, overwrite=True, min_success=0.0)
+                      retry_failed=retry_failed, progress=progress, overwrite=True, min_success=0.0,
+                      fidelity=["bm25"])  # adapt reports BM25 fidelity only (generate()'s default adds the encoder)
     data = load_beir(folder, "train")
     top = result.manifest["grounded"]["reference_level"]
     texts = dict(zip(data.corpus.ids, data.corpus.texts))

@@ -6,10 +6,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from synthrank.generate.backends import make_backend
 from synthrank.generate.backends.base import Backend
 from synthrank.generate.export import export_beir
 from synthrank.generate.levels import default_levels, load_levels
+from synthrank.generate.options import FIDELITY_SCORERS, GenerateOptions, options_error
 from synthrank.generate.prompts import PromptSet
 from synthrank.generate.references import load_references
 from synthrank.generate.queries import (
@@ -126,45 +129,21 @@ def resolve_mode(mode: str, engine: Backend) -> str:
 
 
 def generate(
-    queries: str | Path,
+    queries: str | Path | None,
     output: str | Path,
     *,
-    backend: str | None = None,
-    model: str | None = None,
-    concurrency: int | None = None,
-    levels: int = 4,
-    levels_file: str | Path | None = None,
-    per_level: int = 1,
-    limit: int | None = None,
-    sample: int | None = None,
-    seed: int = 0,
-    query_ids: str | list[str] | None = None,
-    split: str | None = None,
-    shard: str | None = None,
-    mode: str = "auto",
-    references: str | Path | None = None,
-    reference_words: int = 120,
-    system_prompt: str | Path | None = None,
-    joint_prompt: str | Path | None = None,
-    level_prompt: str | Path | None = None,
-    grounded_prompt: str | Path | None = None,
-    few_shot: str | Path | bool = True,
-    temperature: float = 0.7,
-    top_p: float = 0.95,
-    max_tokens_per_passage: int = 200,
-    min_words: int = 30,
-    max_words: int = 160,
-    max_attempts: int = 4,
-    retry_failed: bool = False,
     progress: bool = True,
     backend_instance: Backend | None = None,
-    backend_options: dict | None = None,
-    fidelity: tuple[str, ...] | list[str] = ("bm25",),
-    fidelity_encoder: str | None = None,
-    overwrite: bool = False,
-    min_success: float = 0.5,
+    options: GenerateOptions | None = None,
+    **kwargs,
 ) -> GenerateResult:
     """Generate graded passages for the selected queries into ``output`` (a store and a BEIR folder).
+
+    The options are those of :class:`~synthrank.generate.options.GenerateOptions` (their single
+    declaration, with defaults and help), given as keyword arguments (``generate(q, out,
+    levels=3, temperature=0.2)``) and/or as ``options``; an unknown keyword is a TypeError and
+    a bad value a ValueError naming the option. ``backend_instance`` replaces the backend the
+    options describe (tests, reuse across calls).
 
     ``references`` switches to grounded mode (``mode`` "auto" or "grounded"): a BEIR folder or
     dataset name whose ``split`` qrels give each query's real top-level passage, or a JSONL file
@@ -174,12 +153,8 @@ def generate(
     ``output`` may hold this configuration's earlier export (the run resumes), but another
     configuration's only with ``overwrite``. Raises :class:`GenerationShortfallError` (after
     exporting) when fewer than ``min_success`` of the expected passages exist."""
-    if not 0 <= min_success <= 1:
-        raise ValueError(f"min_success must be between 0 and 1, got {min_success}")
-    if mode == "grounded" and references is None:
-        raise ValueError("mode 'grounded' needs references (a BEIR folder with qrels, or a JSONL file)")
-    if references is not None and mode not in ("auto", "grounded"):
-        raise ValueError(f"references are used by grounded mode only, not mode {mode!r}")
+    opts = resolve_options(queries, options, kwargs)
+    queries, split, references, seed = opts.queries, opts.split, opts.references, opts.seed
     all_queries = load_query_source(queries, split=split)
     reference_map = None
     if references is not None:
@@ -187,40 +162,54 @@ def generate(
         if not reference_map:
             raise ValueError(f"{references}: no reference passage for any of the {len(all_queries)} queries")
         all_queries = {qid: text for qid, text in all_queries.items() if qid in reference_map}
-    ids = read_id_list(query_ids) if isinstance(query_ids, str) else query_ids
-    selected = select_queries(all_queries, ids=ids, sample=sample, seed=seed, limit=limit)
-    shard_spec = parse_shard(shard)
+    ids = read_id_list(opts.query_ids) if isinstance(opts.query_ids, str) else opts.query_ids
+    selected = select_queries(all_queries, ids=ids, sample=opts.sample, seed=seed, limit=opts.limit)
+    shard_spec = parse_shard(opts.shard)
     selected = shard_queries(selected, shard_spec)
-    level_list = load_levels(levels_file) if levels_file else default_levels(levels)
-    prompts = PromptSet.load(system_prompt, joint_prompt, level_prompt, few_shot,
-                             grounded=(grounded_prompt or True) if reference_map else None)
+    level_list = load_levels(opts.levels_file) if opts.levels_file else default_levels(opts.levels)
+    prompts = PromptSet.load(opts.system_prompt, opts.joint_prompt, opts.level_prompt, opts.few_shot,
+                             grounded=(opts.grounded_prompt or True) if reference_map else None)
     owned = backend_instance is None
-    engine = backend_instance or build_backend(backend, model, concurrency, **(backend_options or {}))
+    engine = backend_instance or build_backend(opts.backend, opts.model, opts.concurrency, **opts.backend_options)
     try:
-        config = GenerationConfig(levels=level_list, per_level=per_level,
-                                  mode="grounded" if reference_map else resolve_mode(mode, engine),
-                                  temperature=temperature, top_p=top_p, max_tokens_per_passage=max_tokens_per_passage,
-                                  min_words=min_words, max_words=max_words, max_attempts=max_attempts, seed=seed,
-                                  reference_words=reference_words)
+        config = GenerationConfig(levels=level_list, per_level=opts.per_level,
+                                  mode="grounded" if reference_map else resolve_mode(opts.mode, engine),
+                                  temperature=opts.temperature, top_p=opts.top_p,
+                                  max_tokens_per_passage=opts.max_tokens_per_passage, min_words=opts.min_words,
+                                  max_words=opts.max_words, max_attempts=opts.max_attempts, seed=seed,
+                                  reference_words=opts.reference_words)
         generator = Generator(engine, prompts, config,
                               {qid: reference_map[qid] for qid in selected} if reference_map else None)
-        if not overwrite:
+        if not opts.overwrite:
             check_export_target(output, generator.fingerprint, generator.run_config())
-        summary = generator.run(selected, output, shard=shard, retry_failed=retry_failed, progress=progress)
+        summary = generator.run(selected, output, shard=opts.shard, retry_failed=opts.retry_failed, progress=progress)
     finally:
         if owned:
             engine.close()
     with Store.in_dir(output) as store:
         manifest = export_beir(store, generator.fingerprint, output,
-                               extra={"shard": shard, "this_session": _session_stats(summary)})
-    if fidelity and manifest["counts"]["passages"]:
-        manifest = add_fidelity(output, manifest, fidelity, fidelity_encoder, progress)
+                               extra={"shard": opts.shard, "this_session": _session_stats(summary)})
+    if opts.fidelity and manifest["counts"]["passages"]:
+        manifest = add_fidelity(output, manifest, opts.fidelity, opts.fidelity_encoder, progress)
     result = GenerateResult(summary, manifest, Path(output))
-    check_success(result, min_success)
+    check_success(result, opts.min_success)
     return result
 
 
-FIDELITY_SCORERS = ("bm25", "encoder")
+def resolve_options(queries, options: GenerateOptions | None, kwargs: dict) -> GenerateOptions:
+    """``options`` updated with ``kwargs`` (and ``queries`` when given), validated."""
+    fields = GenerateOptions.model_fields
+    unknown = sorted(set(kwargs) - set(fields))
+    if unknown:
+        raise TypeError(f"generate() got unknown option(s) {', '.join(unknown)}; options: {', '.join(fields)}")
+    data = options.model_dump(exclude_unset=True) if options is not None else {}
+    data.update(kwargs)
+    if queries is not None:
+        data["queries"] = queries
+    try:
+        return GenerateOptions.model_validate(data)
+    except ValidationError as error:
+        raise ValueError(options_error(error)) from None
 
 
 def measure_fidelity(folder: str | Path, split: str = "train", scorers=("bm25", "encoder"),

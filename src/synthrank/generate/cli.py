@@ -1,11 +1,13 @@
 """``synthrank generate``, ``synthrank generate-merge`` and ``synthrank judge``.
 
-Plain typer-annotated functions, registered by the top-level CLI. Importing this module is
-cheap: model libraries are imported when a command runs.
+Typer command functions, registered by the top-level CLI. ``generate_command``'s options are
+built from the fields of :class:`~synthrank.generate.options.GenerateOptions` (their single
+declaration). Importing this module is cheap: model libraries are imported when a command runs.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Annotated, Optional
@@ -13,13 +15,9 @@ from typing import Annotated, Optional
 import typer
 
 from synthrank.data.config_files import parse_assignments
-from synthrank.utils.cli import fail
+from synthrank.generate.options import BACKEND_HELP, BACKEND_OPTION_HELP, GenerateOptions
+from synthrank.utils.cli import fail, options_command
 
-BACKEND_HELP = "llama-cpp | openai | transformers | vllm (default: llama-cpp with the bundled SmolLM2 GGUF)"
-
-
-BACKEND_OPTION_HELP = ("KEY=VALUE, repeatable: any option of the backend, e.g. tensor_parallel_size=4 for vllm "
-                       "(VALUE read as JSON when it parses: 4, 0.9, true)")
 
 
 def _parse_backend_options(items: list[str] | None) -> dict:
@@ -39,81 +37,59 @@ def _backend_options(base_url, api_key_env, timeout, threads, max_retries, devic
     return {**{k: v for k, v in options.items() if v is not None}, **_parse_backend_options(extra)}
 
 
-def generate_command(
-    queries: Annotated[str, typer.Option("--queries", help="BEIR folder, queries.jsonl, TSV (qid<TAB>text) or dataset name")],
+# Flags for the backend options most runs need; each is declared (type, help) in the backend
+# options models of synthrank.generate.backends.options and lands in generate's backend_options.
+BACKEND_FLAGS = ("base_url", "api_key_env", "timeout", "max_retries", "threads", "quantize", "device", "dtype")
+
+
+def _backend_flag_parameters() -> list:
+    import inspect
+    import types
+    from typing import Union, get_args, get_origin
+
+    from synthrank.generate.backends.options import BACKEND_OPTIONS
+
+    parameters = []
+    for name in BACKEND_FLAGS:
+        owners = {backend: model.model_fields[name] for backend, model in BACKEND_OPTIONS.items()
+                  if name in model.model_fields}
+        info = next(iter(owners.values()))
+        kind = info.annotation
+        if get_origin(kind) in (Union, types.UnionType):
+            (kind,) = [a for a in get_args(kind) if a is not type(None)]
+        help_text = f"{'/'.join(owners)}: {info.description}"
+        option = typer.Option("--" + name.replace("_", "-"), help=help_text, show_default=False)
+        parameters.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                            annotation=Annotated[Optional[kind], option]))
+    return parameters
+
+
+def _generate_extras(
     output: Annotated[Path, typer.Option("--output", help="Output folder: the store and the BEIR export")],
-    backend: Annotated[Optional[str], typer.Option("--backend", help=BACKEND_HELP)] = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="GGUF path, HF model id/path, or served model name")] = None,
-    levels: Annotated[int, typer.Option("--levels", help="Built-in scale with 4 (TREC DL), 3 or 2 levels")] = 4,
-    levels_file: Annotated[Optional[Path], typer.Option("--levels-file", help="JSON list of {grade, name, description}")] = None,
-    per_level: Annotated[int, typer.Option("--per-level", help="Passages per level and query")] = 1,
-    limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N (selected) queries")] = None,
-    sample: Annotated[Optional[int], typer.Option("--sample", help="Draw N queries at random (with --seed)")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for sampling queries and decoding")] = 0,
-    query_ids: Annotated[Optional[str], typer.Option("--query-ids", help="Comma-separated ids, or @file with one id per line")] = None,
-    split: Annotated[Optional[str], typer.Option("--split", help="With a BEIR folder: only queries judged in this split")] = None,
-    concurrency: Annotated[Optional[int], typer.Option("--concurrency", help="Requests in flight / sequences per batch")] = None,
-    shard: Annotated[Optional[str], typer.Option("--shard", help="i/n: this machine's share of the queries (0 <= i < n)")] = None,
-    mode: Annotated[str, typer.Option("--mode", help="joint (all levels in one JSON answer, per-level fallback), "
-                                                    "per-level, grounded (needs --references), or auto (grounded with --references, "
-                                                    "else per-level for the bundled model, else joint)")] = "auto",
-    references: Annotated[Optional[str], typer.Option("--references", help="Grounded mode: BEIR folder or dataset name "
-                                                      "whose --split qrels give each query's real top-level passage, "
-                                                      "or a JSONL of {query-id, corpus-id, title, text}; the model "
-                                                      "writes the other levels relative to it")] = None,
-    grounded_prompt: Annotated[Optional[Path], typer.Option("--grounded-prompt", help="Template file overriding the grounded prompt")] = None,
-    reference_words: Annotated[int, typer.Option("--reference-words", help="Grounded mode: words of the reference shown to the model")] = 120,
-    system_prompt: Annotated[Optional[Path], typer.Option("--system-prompt", help="Template file overriding the system prompt")] = None,
-    joint_prompt: Annotated[Optional[Path], typer.Option("--joint-prompt", help="Template file overriding the joint prompt")] = None,
-    level_prompt: Annotated[Optional[Path], typer.Option("--level-prompt", help="Template file overriding the per-level prompt")] = None,
-    few_shot: Annotated[Optional[Path], typer.Option("--few-shot", help="JSON/JSONL few-shot examples (default: the built-in one)")] = None,
-    no_few_shot: Annotated[bool, typer.Option("--no-few-shot", help="Send no few-shot example")] = False,
-    temperature: Annotated[float, typer.Option("--temperature")] = 0.7,
-    top_p: Annotated[float, typer.Option("--top-p")] = 0.95,
-    max_tokens: Annotated[int, typer.Option("--max-tokens", help="Token budget per passage")] = 200,
-    min_words: Annotated[int, typer.Option("--min-words", help="Reject passages shorter than this")] = 30,
-    max_words: Annotated[int, typer.Option("--max-words", help="Reject passages longer than this")] = 160,
-    max_attempts: Annotated[int, typer.Option("--max-attempts", help="Answers tried per passage before it is recorded as failed")] = 4,
-    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Generate passages recorded as failed again")] = False,
-    base_url: Annotated[Optional[str], typer.Option("--base-url", help="openai: endpoint, e.g. http://127.0.0.1:8000/v1")] = None,
-    api_key_env: Annotated[str, typer.Option("--api-key-env", help="openai: environment variable holding the API key")] = "OPENAI_API_KEY",
-    timeout: Annotated[Optional[float], typer.Option("--timeout", help="openai: seconds per request")] = None,
-    max_retries: Annotated[Optional[int], typer.Option("--max-retries", help="openai: retries on 429/5xx/timeouts")] = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", help="llama-cpp: CPU threads")] = None,
-    quantize: Annotated[Optional[str], typer.Option("--quantize", help="llama-cpp: re-encode the GGUF once (cached): "
-                                                    "auto (Q8_0 for the bundled model), none, q8_0, f16, q4_0")] = None,
-    device: Annotated[Optional[str], typer.Option("--device", help="transformers: cpu, cuda, ...")] = None,
-    dtype: Annotated[Optional[str], typer.Option("--dtype", help="transformers/vllm: float32, bfloat16, ...")] = None,
-    fidelity: Annotated[str, typer.Option("--fidelity", help="Scorers of level fidelity written to the manifest "
-                                          "and fidelity.json: comma-separated bm25, encoder; 'none' for none")] = "bm25,encoder",
-    fidelity_encoder: Annotated[Optional[str], typer.Option("--fidelity-encoder", help="Encoder for the 'encoder' "
-                                                            "fidelity scorer (default: the bundled base encoder)")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an export of another configuration in --output")] = False,
-    min_success: Annotated[float, typer.Option("--min-success", min=0.0, max=1.0,
-                                               help="Exit with status 1 when less than this share of the passages exists "
-                                                    "(always when none does)")] = 0.5,
-    backend_option: Annotated[Optional[list[str]], typer.Option("--backend-option", help=BACKEND_OPTION_HELP)] = None,
+    no_few_shot: Annotated[bool, typer.Option("--no-few-shot", help="Send no few-shot example (sets few_shot to false)")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar")] = False,
 ) -> None:
-    """Write passages at graded relevance levels for real queries (resumable; see --shard)."""
+    """Options of ``synthrank generate`` that are no generation option (see GenerateOptions)."""
+
+
+# Command-line options that are no field of GenerateOptions, and the fields they set (checked by
+# tests/generate/test_options.py).
+CLI_ONLY = {"output": None, "no_few_shot": ("few_shot",), "quiet": None,
+            **{name: ("backend_options",) for name in BACKEND_FLAGS}}
+
+
+def _generate(given: dict, output: Path, no_few_shot: bool, quiet: bool, **backend_flags) -> None:
     from synthrank.data.errors import DataFormatError, error_message
     from synthrank.generate.api import GenerationShortfallError, generate
     from synthrank.generate.runner import FatalBackendError
 
+    if no_few_shot:
+        given["few_shot"] = False
+    flags = {key: value for key, value in backend_flags.items() if value is not None}
+    if flags:
+        given["backend_options"] = {**flags, **given.get("backend_options", {})}
     try:
-        result = generate(
-            queries, output, backend=backend, model=model, concurrency=concurrency, levels=levels,
-            levels_file=levels_file, per_level=per_level, limit=limit, sample=sample, seed=seed, query_ids=query_ids,
-            split=split, shard=shard, mode=mode, references=references, reference_words=reference_words, system_prompt=system_prompt,
-            joint_prompt=joint_prompt, level_prompt=level_prompt, grounded_prompt=grounded_prompt, few_shot=False if no_few_shot else (few_shot or True),
-            temperature=temperature, top_p=top_p, max_tokens_per_passage=max_tokens, min_words=min_words,
-            max_words=max_words, max_attempts=max_attempts, retry_failed=retry_failed, progress=not quiet,
-            backend_options=_backend_options(base_url, api_key_env, timeout, threads, max_retries, device, dtype,
-                                             quantize, backend_option),
-            fidelity=[] if fidelity.strip().lower() == "none" else [f.strip() for f in fidelity.split(",") if f.strip()],
-            fidelity_encoder=fidelity_encoder,
-            overwrite=overwrite, min_success=min_success,
-        )
+        result = generate(given.pop("queries"), output, progress=not quiet, **given)
     except GenerationShortfallError as error:
         _print_summary(error.result, output)
         fail(str(error), code=1)
@@ -122,6 +98,13 @@ def generate_command(
     except (DataFormatError, FileNotFoundError, ValueError, KeyError, ImportError, RuntimeError) as error:
         fail(error_message(error))
     _print_summary(result, output)
+
+
+# Every generation option is a field of GenerateOptions; the options below are built from them.
+generate_command = options_command(
+    GenerateOptions, _generate, name="generate_command",
+    extras=list(inspect.signature(_generate_extras, eval_str=True).parameters.values()) + _backend_flag_parameters(),
+    doc="Write passages at graded relevance levels for real queries (resumable; see --shard).")
 
 
 def _print_summary(result, output: Path) -> None:

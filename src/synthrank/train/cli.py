@@ -1,7 +1,8 @@
 """``synthrank train`` and ``synthrank mine``.
 
-Plain typer-annotated functions, registered by the top-level CLI. Importing this module is
-cheap: torch and transformers are imported when a command runs.
+Typer command functions, registered by the top-level CLI. ``train_command``'s options are built
+from the fields of :class:`~synthrank.train.config.TrainConfig` (their single declaration).
+Importing this module is cheap: torch and transformers are imported when a command runs.
 """
 
 from __future__ import annotations
@@ -12,77 +13,35 @@ from typing import Annotated, Optional
 
 import typer
 
-from synthrank.data.config_files import parse_assignments
-from synthrank.utils.cli import fail
+from synthrank.train.config import TrainConfig
+from synthrank.utils.cli import fail, options_command
 
 
-def _parse_loss_params(items: list[str] | None) -> dict | None:
-    try:
-        return parse_assignments(items, "--loss-param") or None
-    except ValueError as error:
-        fail(str(error))
-
-
-def train_command(
-    data: Annotated[Optional[str], typer.Option("--data", help="Recipe file (TOML or JSON) naming the training sources")] = None,
-    loss: Annotated[Optional[str], typer.Option("--loss", help="ws2 | infonce | kl | emd | ranknet | lambdaloss | margin_mse (default ws2)")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", help="Output folder: the trained model (sentence-transformers format) and checkpoints")] = None,
+def _train_extras(
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML/JSON file with any of these options (command-line options win)")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="Local HF / sentence-transformers folder or bundled alias (default all-MiniLM-L6-v2)")] = None,
-    group_size: Annotated[Optional[int], typer.Option("--group-size", help="Passages per query (default: the recipe's, 4)")] = None,
-    mode: Annotated[Optional[str], typer.Option("--mode", help="graded | binary (default: the recipe's)")] = None,
-    sampling: Annotated[Optional[str], typer.Option("--sampling", help="graded mode: random | top (default: the recipe's)")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Queries per device and step (default 16)")] = None,
-    lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate (default 1e-5)")] = None,
-    epochs: Annotated[Optional[float], typer.Option("--epochs", help="Epochs (default 1)")] = None,
-    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Stop after N optimizer steps (overrides --epochs)")] = None,
-    temperature: Annotated[Optional[float], typer.Option("--temperature", help="Score temperature of the loss (default 1.0)")] = None,
-    loss_param: Annotated[Optional[list[str]], typer.Option("--loss-param", help="Extra loss parameter key=value (repeatable)")] = None,
-    warmup: Annotated[Optional[float], typer.Option("--warmup", help="Warm-up: fraction of steps (<1) or step count (default 0.05)")] = None,
-    grad_accum: Annotated[Optional[int], typer.Option("--grad-accum", help="Gradient accumulation steps (default 1)")] = None,
-    chunk_size: Annotated[Optional[int], typer.Option("--chunk-size", help="GradCache: texts per forward pass (large batches in bounded memory)")] = None,
-    forward_batch_size: Annotated[Optional[int], typer.Option("--forward-batch-size", help="Texts per forward pass, length-sorted (default 32)")] = None,
-    query_max_length: Annotated[Optional[int], typer.Option("--query-max-length", help="Max query tokens (default: the model's)")] = None,
-    passage_max_length: Annotated[Optional[int], typer.Option("--passage-max-length", help="Max passage tokens (default: the model's)")] = None,
-    max_length: Annotated[Optional[int], typer.Option("--max-length", help="Sets both max lengths")] = None,
-    pooling: Annotated[Optional[str], typer.Option("--pooling", help="mean | cls | last (default: the model folder's, else mean)")] = None,
-    normalize: Annotated[Optional[bool], typer.Option("--normalize/--no-normalize", help="L2-normalise embeddings (default: the model folder's)")] = None,
-    query_prefix: Annotated[Optional[str], typer.Option("--query-prefix", help="Text put before every query")] = None,
-    passage_prefix: Annotated[Optional[str], typer.Option("--passage-prefix", help="Text put before every passage")] = None,
-    bf16: Annotated[Optional[bool], typer.Option("--bf16", help="bfloat16 mixed precision")] = None,
-    fp16: Annotated[Optional[bool], typer.Option("--fp16", help="float16 mixed precision (GPU)")] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for data order, group draws and dropout (default 42)")] = None,
-    save_steps: Annotated[Optional[int], typer.Option("--save-steps", help="Checkpoint every N steps (default 500)")] = None,
-    save_total_limit: Annotated[Optional[int], typer.Option("--save-total-limit", help="Keep at most N checkpoints")] = None,
-    logging_steps: Annotated[Optional[int], typer.Option("--logging-steps", help="Log loss and examples/s every N steps (default 10)")] = None,
-    report_to: Annotated[Optional[str], typer.Option("--report-to", help="none | tensorboard | wandb | mlflow (comma-separated)")] = None,
-    resume: Annotated[Optional[bool], typer.Option("--resume", help="Resume from the newest checkpoint-N in --output")] = None,
-    resume_from: Annotated[Optional[Path], typer.Option("--resume-from", help="Resume from this checkpoint folder")] = None,
-    trust_remote_code: Annotated[Optional[bool], typer.Option("--trust-remote-code", help="Allow code shipped with the model to run")] = None,
-    quiet: Annotated[Optional[bool], typer.Option("--quiet", help="No progress bar")] = None,
+    max_length: Annotated[Optional[int], typer.Option("--max-length", help="Sets --query-max-length and --passage-max-length (where not given)")] = None,
+    resume_from: Annotated[Optional[Path], typer.Option("--resume-from", help="Resume from this checkpoint folder (sets resume to its path)")] = None,
 ) -> None:
-    """Train a bi-encoder list-wise (ws2) or contrastively (infonce) on a data recipe."""
+    """Options of ``synthrank train`` that are no training option: the config file and two
+    shortcuts that set fields of :class:`~synthrank.train.config.TrainConfig`."""
+
+
+# Command-line options that are no field of TrainConfig, and the fields they set (checked by tests/train/test_options.py).
+CLI_ONLY = {"config": None, "max_length": ("query_max_length", "passage_max_length"), "resume_from": ("resume",)}
+
+
+def _train(given: dict, config: Path | None, max_length: int | None, resume_from: Path | None) -> None:
     from synthrank.data import DataFormatError, DatasetNotFoundError
     from synthrank.data.errors import error_message
     from synthrank.train.config import load_train_config
 
     if max_length is not None:
-        query_max_length = query_max_length or max_length
-        passage_max_length = passage_max_length or max_length
-    overrides = {
-        "data": data, "loss": loss, "output": str(output) if output is not None else None, "model": model,
-        "group_size": group_size, "mode": mode, "sampling": sampling, "batch_size": batch_size, "lr": lr,
-        "epochs": epochs, "max_steps": max_steps, "temperature": temperature,
-        "loss_params": _parse_loss_params(loss_param), "warmup": warmup, "grad_accum": grad_accum,
-        "chunk_size": chunk_size, "forward_batch_size": forward_batch_size, "query_max_length": query_max_length, "passage_max_length": passage_max_length,
-        "pooling": pooling, "normalize": normalize, "query_prefix": query_prefix, "passage_prefix": passage_prefix,
-        "bf16": bf16, "fp16": fp16, "seed": seed, "save_steps": save_steps, "save_total_limit": save_total_limit,
-        "logging_steps": logging_steps, "report_to": report_to,
-        "resume": str(resume_from) if resume_from is not None else resume,
-        "trust_remote_code": trust_remote_code, "quiet": quiet,
-    }
+        given.setdefault("query_max_length", max_length)
+        given.setdefault("passage_max_length", max_length)
+    if resume_from is not None:
+        given["resume"] = str(resume_from)
     try:
-        settings = load_train_config(config, overrides)
+        settings = load_train_config(config, given)
     except (DataFormatError, FileNotFoundError) as error:
         fail(str(error))
     try:
@@ -95,6 +54,12 @@ def train_command(
         typer.echo(json.dumps({"output": str(result.output), "global_step": result.global_step,
                                "train_loss": result.train_loss, "first_loss": result.first_loss,
                                **{k: v for k, v in result.metrics.items() if k != "train_loss"}}, indent=2))
+
+
+# Every training option is a field of TrainConfig; the options below are built from them.
+train_command = options_command(
+    TrainConfig, _train, extras=_train_extras, required=False, name="train_command",
+    doc="Train a bi-encoder list-wise (ws2) or contrastively (infonce) on a data recipe.")
 
 
 def mine_command(

@@ -1,4 +1,5 @@
-"""Training settings: one pydantic model, filled from ``--config FILE`` (TOML/JSON) and CLI options.
+"""Training options: one pydantic model, the single declaration of each option of ``synthrank
+train``, filled from ``--config FILE`` (TOML/JSON), command-line options and experiment configs.
 
 Precedence: options given on the command line > the config file > the recipe (group size,
 mode, sampling) > the defaults below.
@@ -8,13 +9,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from synthrank.data.config_files import read_config_file, validate_config
+from synthrank.data.config_files import parse_assignments, read_config_file, validate_config
 from synthrank.data.errors import DataFormatError
 from synthrank.models.bundled import DEFAULT_ENCODER
+from synthrank.utils.options import HF, Cli
 
 __all__ = ["TrainConfig", "ConfigError", "load_train_config", "make_loss"]
 
@@ -26,61 +28,105 @@ class ConfigError(DataFormatError):
     """A training config file is malformed; names the file and the field."""
 
 
+def _report_to(value: str | list[str]) -> list[str]:
+    if isinstance(value, str):
+        value = value.split(",")
+    return [item.strip() for item in value if item.strip()] or ["none"]
+
+
+def _loss_params(items: list[str]) -> dict[str, Any]:
+    return parse_assignments(items, "--loss-param")
+
+
 class TrainConfig(BaseModel):
+    """Every option of ``synthrank train``, declared once: the command line
+    (:mod:`synthrank.train.cli` builds its options from these fields), ``--config`` files,
+    experiment ``[train]`` tables and the Python API read it; ``HF(...)`` says which
+    ``TrainingArguments`` argument a field sets (:mod:`synthrank.train.arguments`)."""
+
     model_config = ConfigDict(extra="forbid")
 
     # data
-    data: str = Field(description="Recipe file (TOML or JSON)")
-    group_size: int | None = Field(None, ge=2, description="Passages per query; overrides the recipe's")
-    mode: Literal["graded", "binary"] | None = Field(None, description="Overrides the recipe's mode")
-    sampling: Literal["random", "top"] | None = Field(None, description="Overrides the recipe's sampling")
-    positive_threshold: int | None = Field(None, description="binary mode: overrides the recipe's threshold")
+    data: Annotated[str, Field(description="Recipe file (TOML or JSON) naming the training sources")]
+    group_size: Annotated[int | None, Field(None, ge=2, description="Passages per query (default: the recipe's, 4)")]
+    mode: Annotated[Literal["graded", "binary"] | None, Field(None, description="Overrides the recipe's mode")]
+    sampling: Annotated[Literal["random", "top"] | None, Field(
+        None, description="graded mode: which passages of a query make its group (default: the recipe's)")]
+    positive_threshold: Annotated[int | None, Field(
+        None, description="binary mode: grades >= this are positives (default: the recipe's)")]
     # model
-    model: str = Field(DEFAULT_ENCODER, description="Local HF / sentence-transformers folder or bundled alias")
-    pooling: Literal["mean", "cls", "last"] | None = None
-    normalize: bool | None = None
-    query_max_length: int | None = Field(None, ge=1)
-    passage_max_length: int | None = Field(None, ge=1)
-    query_prefix: str = ""
-    passage_prefix: str = ""
-    trust_remote_code: bool = False
+    model: Annotated[str, Field(DEFAULT_ENCODER, description="Local HF / sentence-transformers folder or bundled alias")]
+    pooling: Annotated[Literal["mean", "cls", "last"] | None, Field(
+        None, description="Pooling (default: the model folder's, else mean)")]
+    normalize: Annotated[bool | None, Field(None, description="L2-normalise embeddings (default: the model folder's)")]
+    query_max_length: Annotated[int | None, Field(None, ge=1, description="Max query tokens (default: the model's)")]
+    passage_max_length: Annotated[int | None, Field(None, ge=1, description="Max passage tokens (default: the model's)")]
+    query_prefix: Annotated[str, Field("", description="Text put before every query")]
+    passage_prefix: Annotated[str, Field("", description="Text put before every passage")]
+    trust_remote_code: Annotated[bool, Field(False, description="Allow code shipped with the model to run")]
     # loss
-    loss: str = "ws2"
-    temperature: float = Field(1.0, gt=0)
-    loss_params: dict[str, Any] = Field(default_factory=dict)
-    # optimisation
-    output: str
-    batch_size: int = Field(16, ge=1, description="Queries per device and micro-batch")
-    lr: float = Field(1e-5, gt=0)
-    epochs: float = Field(1.0, gt=0)
-    max_steps: int | None = Field(None, ge=1)
-    warmup: float = Field(0.05, ge=0, description="Warm-up: a fraction of the steps (< 1) or a step count")
-    weight_decay: float = Field(0.0, ge=0)
-    lr_scheduler: str = "linear"
-    optim: str = "adamw_torch"
-    max_grad_norm: float = 1.0
-    grad_accum: int = Field(1, ge=1)
-    chunk_size: int | None = Field(None, ge=1, description="GradCache: texts per forward pass")
-    forward_batch_size: int | None = Field(
-        32, ge=1, description="Texts per forward pass (length-sorted, padding cut per pass); None: one pass")
-    bf16: bool = False
-    fp16: bool = False
-    gradient_checkpointing: bool = False
-    deepspeed: str | None = Field(
+    loss: Annotated[str, Field("ws2", description="ws2 | infonce | kl | emd | ranknet | lambdaloss | margin_mse")]
+    temperature: Annotated[float, Field(1.0, gt=0, description="Score temperature of the loss")]
+    loss_params: Annotated[dict[str, Any], Field(
+        default_factory=dict, description="Extra loss parameter KEY=VALUE (repeatable; VALUE read as JSON when it "
+        "parses)"), Cli(flag="--loss-param", type=list[str], parse=_loss_params)]
+    # optimisation (HF: the TrainingArguments argument each one sets)
+    output: Annotated[str, Field(
+        description="Output folder: the trained model (sentence-transformers format) and checkpoints"),
+        HF("output_dir")]
+    batch_size: Annotated[int, Field(16, ge=1, description="Queries per device and micro-batch"),
+                          HF("per_device_train_batch_size")]
+    lr: Annotated[float, Field(1e-5, gt=0, description="Peak learning rate"), HF("learning_rate")]
+    epochs: Annotated[float, Field(1.0, gt=0, description="Epochs"), HF("num_train_epochs")]
+    max_steps: Annotated[int | None, Field(
+        None, ge=1, description="Stop after N optimizer steps (overrides --epochs)"),
+        HF("max_steps", convert=lambda steps: steps or -1, keep_none=True)]
+    warmup: Annotated[float, Field(0.05, ge=0, description="Warm-up: a fraction of the steps (< 1) or a step count"),
+                      HF("warmup_steps")]
+    weight_decay: Annotated[float, Field(0.0, ge=0, description="AdamW weight decay"), HF("weight_decay")]
+    lr_scheduler: Annotated[str, Field("linear", description="Learning-rate schedule (transformers' "
+                                       "lr_scheduler_type: linear, cosine, constant_with_warmup, ...)"),
+                            HF("lr_scheduler_type")]
+    optim: Annotated[str, Field("adamw_torch", description="Optimizer (transformers' optim names)"), HF("optim")]
+    max_grad_norm: Annotated[float, Field(1.0, description="Gradient clipping norm"), HF("max_grad_norm")]
+    grad_accum: Annotated[int, Field(1, ge=1, description="Gradient accumulation steps"),
+                          HF("gradient_accumulation_steps")]
+    chunk_size: Annotated[int | None, Field(
+        None, ge=1, description="GradCache: texts per forward pass (large batches in bounded memory)")]
+    forward_batch_size: Annotated[int | None, Field(
+        32, ge=1, description="Texts per forward pass (length-sorted, padding cut per pass); None: one pass")]
+    bf16: Annotated[bool, Field(False, description="bfloat16 mixed precision"), HF("bf16")]
+    fp16: Annotated[bool, Field(False, description="float16 mixed precision (GPU)"), HF("fp16")]
+    gradient_checkpointing: Annotated[bool, Field(
+        False, description="Recompute activations in the backward pass (less memory, slower)"),
+        HF("gradient_checkpointing", convert=lambda on: on or None)]
+    deepspeed: Annotated[str | None, Field(
         None, description="DeepSpeed JSON config (e.g. configs/deepspeed/zero3.json); run under the "
-        "torchrun or deepspeed launcher")
-    seed: int = 42
-    drop_last: bool = True
-    dataloader_workers: int = Field(0, ge=0)
-    ddp_find_unused_parameters: bool = False
+        "torchrun or deepspeed launcher"), HF("deepspeed")]
+    seed: Annotated[int, Field(42, description="Seed for data order, group draws and dropout"),
+                    HF("seed", "data_seed")]
+    drop_last: Annotated[bool, Field(True, description="Drop the last incomplete batch of an epoch"),
+                         HF("dataloader_drop_last")]
+    dataloader_workers: Annotated[int, Field(0, ge=0, description="Data-loading worker processes"),
+                                  HF("dataloader_num_workers")]
+    ddp_find_unused_parameters: Annotated[bool, Field(
+        False, description="DDP: look for parameters without gradients every step (slower)"),
+        HF("ddp_find_unused_parameters")]
     # bookkeeping
-    save_steps: int = Field(500, ge=1)
-    save_total_limit: int | None = Field(None, ge=1)
-    logging_steps: int = Field(10, ge=1)
-    report_to: str | list[str] = "none"
-    run_name: str | None = None
-    resume: bool | str = False
-    quiet: bool = False
+    save_steps: Annotated[int, Field(500, ge=1, description="Checkpoint every N steps"), HF("save_steps")]
+    save_total_limit: Annotated[int | None, Field(None, ge=1, description="Keep at most N checkpoints"),
+                                HF("save_total_limit")]
+    logging_steps: Annotated[int, Field(10, ge=1, description="Log loss and examples/s every N steps"),
+                             HF("logging_steps")]
+    report_to: Annotated[str | list[str], Field(
+        "none", description="none | tensorboard | wandb | mlflow (comma-separated)"),
+        Cli(type=str), HF("report_to", convert=_report_to)]
+    run_name: Annotated[str | None, Field(None, description="Run name shown by the --report-to services"),
+                        HF("run_name")]
+    resume: Annotated[bool | str, Field(
+        False, description="Resume from the newest checkpoint-N in --output (a config may name a checkpoint "
+        "folder instead)"), Cli(type=bool)]
+    quiet: Annotated[bool, Field(False, description="No progress bar"), HF("disable_tqdm")]
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":

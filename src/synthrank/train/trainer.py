@@ -23,16 +23,16 @@ import contextlib
 import importlib.util
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import Trainer, TrainerCallback
 
 from synthrank.models.encoder import pool
+from synthrank.train.arguments import RankingTrainingArguments
 from synthrank.train.save import SentenceTransformersSettings, write_sentence_transformers_files
 
 log = logging.getLogger(__name__)
@@ -316,46 +316,9 @@ def build_training(config, callbacks: list | None = None):
         max_seq_length=_saved_max_length(encoder), query_prefix=enc.query_prefix,
         passage_prefix=enc.passage_prefix,
     )
-    report_to = config.report_to
-    if isinstance(report_to, str):
-        report_to = [r.strip() for r in report_to.split(",") if r.strip()] or ["none"]
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if config.deepspeed and not deepspeed_installed():
         raise ImportError(f"train.deepspeed = {config.deepspeed!r} needs the deepspeed package: pip install deepspeed")
-    args = TrainingArguments(
-        output_dir=str(config.output),
-        per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.grad_accum,
-        learning_rate=config.lr,
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps or -1,
-        warmup_steps=config.warmup,
-        weight_decay=config.weight_decay,
-        lr_scheduler_type=config.lr_scheduler,
-        optim=config.optim,
-        max_grad_norm=config.max_grad_norm,
-        bf16=config.bf16,
-        fp16=config.fp16,
-        seed=config.seed,
-        data_seed=config.seed,
-        dataloader_drop_last=config.drop_last,
-        dataloader_num_workers=config.dataloader_workers,
-        remove_unused_columns=False,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        logging_strategy="steps",
-        logging_steps=config.logging_steps,
-        logging_first_step=True,
-        report_to=report_to,
-        run_name=config.run_name,
-        disable_tqdm=config.quiet,
-        ddp_backend="gloo" if distributed and not torch.cuda.is_available() else None,
-        ddp_find_unused_parameters=config.ddp_find_unused_parameters,
-        use_cpu=not torch.cuda.is_available(),
-        **({"gradient_checkpointing": True} if config.gradient_checkpointing else {}),
-        **({"deepspeed": str(config.deepspeed)} if config.deepspeed else {}),
-    )
+    args = RankingTrainingArguments.from_options(config)
     if config.loss == "ws2" and config.batch_size * args.world_size < 2:
         raise ValueError("ws2 fits a Gaussian over the queries of a batch: it needs at least 2 queries per "
                          f"step, got batch size {config.batch_size} x {args.world_size} process(es)")

@@ -23,28 +23,29 @@ class _Options(BaseModel):
 
 
 class LlamaCppOptions(_Options):
-    threads: int | None = Field(None, ge=1)
+    threads: int | None = Field(None, ge=1, description="CPU threads")
     ctx_per_sequence: int = Field(2048, ge=64)
     n_batch: int = Field(2048, ge=1)
-    quantize: str | None = Field("auto", description="auto | none | q8_0 | f16 | q4_0")
+    quantize: str | None = Field("auto", description="re-encode the GGUF once (cached): auto (Q8_0 for the bundled "
+                                 "model), none, q8_0, f16, q4_0")
     share_prefix: bool = True
     verbose: bool = False
 
 
 class OpenAIOptions(_Options):
-    base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
-    timeout: float | None = Field(None, gt=0)
-    max_retries: int | None = Field(None, ge=0)
+    base_url: str | None = Field(None, description="endpoint, e.g. http://127.0.0.1:8000/v1")
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
+    timeout: float | None = Field(None, gt=0, description="seconds per request")
+    max_retries: int | None = Field(None, ge=0, description="retries on 429/5xx/timeouts")
     backoff: float = Field(0.5, ge=0)
     max_backoff: float = Field(30.0, ge=0)
     send_seed: bool = True
 
 
 class TransformersOptions(_Options):
-    device: str | None = None
-    dtype: str | None = None
-    threads: int | None = Field(None, ge=1)
+    device: str | None = Field(None, description="cpu, cuda, ...")
+    dtype: str | None = Field(None, description="float32, bfloat16, ...")
+    threads: int | None = Field(None, ge=1, description="CPU threads")
 
 
 class VLLMOptions(_Options):
@@ -58,7 +59,7 @@ class VLLMOptions(_Options):
     gpu_memory_utilization: float | None = Field(None, gt=0, le=1, description="None: vLLM's default")
     max_model_len: int | None = Field(None, ge=1)
     quantization: str | None = None
-    dtype: str = "auto"
+    dtype: str = Field("auto", description="float32, bfloat16, ...")
     kv_cache_dtype: str | None = None
     # All requests of a level share the prompt before the query: the KV cache of that prefix is reused.
     enable_prefix_caching: bool = True
