@@ -233,3 +233,59 @@ def test_length_sorted_forward_passes_equal_one_padded_pass(tmp_path, tiny_model
     from synthrank.models.st_format import transformer_of
 
     assert transformer_of(trainer.model).embeddings.word_embeddings.weight.grad is not None
+
+
+def _dense_model(tmp_path, tiny_model):
+    """The tiny model with a Dense(32 -> 16) between Pooling and Normalize, saved by sentence-transformers."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules import Dense, Normalize
+
+    model = SentenceTransformer(str(tiny_model), device="cpu")
+    del model[2]  # Normalize
+    torch.manual_seed(2)
+    model.append(Dense(32, 16))
+    model.append(Normalize())
+    model.save(str(tmp_path / "dense-base"), create_model_card=False)
+    return tmp_path / "dense-base"
+
+
+def test_a_trained_dense_model_is_the_one_sentence_transformers_loads(tmp_path, tiny_model, toy_beir):
+    """The whole stack trains (the Dense weights move) and the saved folder gives, under
+    SentenceTransformer(path).encode, the vectors synthrank's encoder gives."""
+    from safetensors.torch import load_file
+    from sentence_transformers import SentenceTransformer
+
+    from synthrank.models import Encoder, EncoderConfig
+    from synthrank.train.trainer import train
+
+    base = _dense_model(tmp_path, tiny_model)
+    result = train(config_for(tmp_path, base, toy_beir, max_steps=2, save_steps=100, loss="infonce"))
+    out = result.output
+    assert result.global_step == 2
+    st = SentenceTransformer(str(out), device="cpu")
+    assert [type(m).__name__ for m in st] == ["Transformer", "Pooling", "Dense", "Normalize"]
+    texts = ["protein cell gene", "a longer text about vaccine trial dose risk and effects in humans " * 3, "x"]
+    ours = Encoder(EncoderConfig(model=str(out), dtype="float32", device="cpu", batch_tokens=32))
+    for kind, prompt in (("query", "query"), ("passage", "document")):
+        a = st.encode(texts, prompt_name=prompt, convert_to_numpy=True)
+        b = ours.encode(texts, kind, show_progress=False)
+        assert a.shape == b.shape == (3, 16)
+        cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+        assert cos.min() >= 0.9999
+    before, after = load_file(base / "2_Dense" / "model.safetensors"), load_file(out / "2_Dense" / "model.safetensors")
+    assert (before["linear.weight"] - after["linear.weight"]).abs().max().item() > 1e-5
+
+
+def test_resume_reloads_the_checkpoint_weights(tmp_path, tiny_model, toy_beir):
+    """--resume: a checkpoint (a sentence-transformers folder) is loaded back into the trained model."""
+    from synthrank.train.trainer import build_training
+
+    trainer, *_ = build_training(config_for(tmp_path, _dense_model(tmp_path, tiny_model), toy_beir))
+    trainer.save_model(str(tmp_path / "ckpt"))
+    saved = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    with torch.no_grad():
+        for param in trainer.model.parameters():
+            param.add_(1.0)
+    trainer._load_from_checkpoint(str(tmp_path / "ckpt"))
+    for key, value in trainer.model.state_dict().items():
+        torch.testing.assert_close(value, saved[key], msg=key)
