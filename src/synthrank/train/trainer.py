@@ -218,7 +218,7 @@ class RankingTrainer(Trainer):
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         """--resume: the checkpoint is a sentence-transformers folder; load it as one."""
-        model = model or self.accelerator.unwrap_model(self.model)
+        model = self.accelerator.unwrap_model(model if model is not None else self.model)
         loaded = load_model(resume_from_checkpoint, device="cpu", trust_remote_code=self.trust_remote_code,
                             local_files_only=True)
         model.load_state_dict(loaded.state_dict())
