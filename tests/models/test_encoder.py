@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from synthrank.models import Encoder, EncoderConfig, pool, read_sentence_transformers_settings
+from synthrank.models import Encoder, EncoderConfig
 from synthrank.models.encoder import _token_budget_batches
 
 TEXTS = ["a short one", "a much longer text " * 12, "medium length sentence here", "x",
@@ -10,17 +10,18 @@ TEXTS = ["a short one", "a much longer text " * 12, "medium length sentence here
 
 
 def test_reads_sentence_transformers_settings(tiny_model_dir):
-    settings = read_sentence_transformers_settings(tiny_model_dir)
-    assert settings == {"pooling": "mean", "normalize": False, "max_length": 64}
+    """The fixture's folder is hand-written in the legacy format (pooling_mode_* keys)."""
     encoder = Encoder(EncoderConfig(model=str(tiny_model_dir)))
-    assert encoder.config.pooling == "mean" and encoder.config.passage_max_length == 64
+    assert encoder.config.pooling == "mean" and encoder.config.normalize is False
+    assert encoder.config.passage_max_length == encoder.config.query_max_length == 64
+    overridden = Encoder(EncoderConfig(model=str(tiny_model_dir), pooling="cls", normalize=True))
+    assert [type(m).__name__ for m in overridden.model] == ["Transformer", "Pooling", "Normalize"]
+    assert overridden.config.pooling == "cls" and overridden.model[1].pooling_mode == "cls"
 
 
 def test_bundled_settings():
-    from synthrank.models import bundled_encoder_path
-
-    settings = read_sentence_transformers_settings(bundled_encoder_path())
-    assert settings == {"pooling": "mean", "normalize": True, "max_length": 256}
+    encoder = Encoder(EncoderConfig())
+    assert (encoder.config.pooling, encoder.config.normalize, encoder.config.passage_max_length) == ("mean", True, 256)
 
 
 def test_encode_keeps_input_order_and_matches_one_by_one(tiny_model_dir):
@@ -55,18 +56,8 @@ def test_bf16_stays_close_to_fp32(tiny_model_dir):
     assert cosine.min() > 0.999
 
 
-def test_pooling_modes():
-    hidden = torch.arange(2 * 3 * 1, dtype=torch.float32).reshape(2, 3, 1)
-    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
-    assert pool(hidden, mask, "mean").flatten().tolist() == [0.5, 4.0]
-    assert pool(hidden, mask, "cls").flatten().tolist() == [0.0, 3.0]
-    assert pool(hidden, mask, "last").flatten().tolist() == [1.0, 5.0]
-    left_padded = torch.tensor([[0, 1, 1], [1, 1, 1]])
-    assert pool(hidden, left_padded, "last").flatten().tolist() == [2.0, 5.0]
-
-
 def test_token_budget_batches():
-    encoded = [[0] * n for n in (10, 8, 8, 3, 1)]
+    encoded = [10, 8, 8, 3, 1]  # token counts
     # longest first: [0, 1] pads to 2 x 10 = 20 tokens (the budget, allowed); [2, 3] to 2 x 8;
     # adding 4 to that would make 3 x 8 = 24
     batches = _token_budget_batches([0, 1, 2, 3, 4], encoded, batch_tokens=20, max_batch_size=100)

@@ -76,7 +76,8 @@ def test_grad_cache_gives_the_unchunked_gradients(tmp_path, tiny_model, toy_beir
     loss_b, grads_b = _grads(chunked, batch)
     assert loss_a == pytest.approx(loss_b, rel=1e-6)
     assert grads_a.keys() == grads_b.keys() and len(grads_a) > 10
-    assert not any(name.startswith("pooler.") for name in grads_a)  # the unused pooler is frozen
+    assert any(".pooler." in name for name, _ in plain.model.named_parameters())
+    assert not any(".pooler." in name for name in grads_a)  # the unused pooler is frozen
     for name in grads_a:
         torch.testing.assert_close(grads_b[name], grads_a[name], atol=1e-7, rtol=1e-4, msg=name)
     assert max(g.abs().max().item() for g in grads_a.values()) > 0
@@ -136,7 +137,7 @@ def test_gather_is_identity_on_one_process():
 def test_trained_model_loads_in_sentence_transformers_and_encoder(tmp_path, tiny_model, toy_beir, pooling, normalize):
     from sentence_transformers import SentenceTransformer
 
-    from synthrank.models import Encoder, EncoderConfig, read_sentence_transformers_settings
+    from synthrank.models import Encoder, EncoderConfig
     from synthrank.train.trainer import train
 
     config = config_for(tmp_path, tiny_model, toy_beir, max_steps=2, save_steps=1, pooling=pooling,
@@ -145,15 +146,17 @@ def test_trained_model_loads_in_sentence_transformers_and_encoder(tmp_path, tiny
     out = result.output
     assert result.global_step == 2 and np.isfinite(result.first_loss)
     assert (out / "model.safetensors").is_file() and (out / "checkpoint-2" / "model.safetensors").is_file()
-    settings = read_sentence_transformers_settings(out)
-    assert settings["pooling"] == pooling and settings["normalize"] is normalize and settings["max_length"] == 32  # the base model's, not the training length (16)
-    assert settings["query_prefix"] == "query: " and settings["passage_prefix"] == "passage: "
+    st = SentenceTransformer(str(out), device="cpu")
+    ours = Encoder(EncoderConfig(model=str(out), dtype="float32", device="cpu"))
+    assert ours.config.pooling == pooling and ours.config.normalize is normalize
+    assert st.max_seq_length == ours.config.passage_max_length == 32  # the base model's, not the training length (16)
+    assert st.prompts["query"] == ours.config.query_prefix == "query: "
+    assert st.prompts["document"] == ours.config.passage_prefix == "passage: "
+    assert st.similarity_fn_name == ("cosine" if normalize else "dot")
     provenance = json.loads((out / "synthrank_train.json").read_text())
     assert provenance["config"]["loss"] == "ws2" and provenance["data"]["queries"] == 12
 
     texts = ["protein cell gene", "a longer text about vaccine trial dose risk and effects in humans " * 3]
-    st = SentenceTransformer(str(out), device="cpu")
-    ours = Encoder(EncoderConfig(model=str(out), dtype="float32", device="cpu"))
     for kind, prompt in (("query", "query"), ("passage", "document")):
         a = st.encode(texts, prompt_name=prompt, convert_to_numpy=True)
         b = ours.encode(texts, kind, show_progress=False)
@@ -227,4 +230,62 @@ def test_length_sorted_forward_passes_equal_one_padded_pass(tmp_path, tiny_model
     assert pieces.shape == whole.shape == (12, 32)
     torch.testing.assert_close(pieces, whole, atol=1e-5, rtol=1e-5)
     pieces.sum().backward()  # the graph reaches the weights through the re-ordering
-    assert trainer.model.embeddings.word_embeddings.weight.grad is not None
+    from synthrank.models.st_format import transformer_of
+
+    assert transformer_of(trainer.model).embeddings.word_embeddings.weight.grad is not None
+
+
+def _dense_model(tmp_path, tiny_model):
+    """The tiny model with a Dense(32 -> 16) between Pooling and Normalize, saved by sentence-transformers."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules import Dense, Normalize
+
+    model = SentenceTransformer(str(tiny_model), device="cpu")
+    del model[2]  # Normalize
+    torch.manual_seed(2)
+    model.append(Dense(32, 16))
+    model.append(Normalize())
+    model.save(str(tmp_path / "dense-base"), create_model_card=False)
+    return tmp_path / "dense-base"
+
+
+def test_a_trained_dense_model_is_the_one_sentence_transformers_loads(tmp_path, tiny_model, toy_beir):
+    """The whole stack trains (the Dense weights move) and the saved folder gives, under
+    SentenceTransformer(path).encode, the vectors synthrank's encoder gives."""
+    from safetensors.torch import load_file
+    from sentence_transformers import SentenceTransformer
+
+    from synthrank.models import Encoder, EncoderConfig
+    from synthrank.train.trainer import train
+
+    base = _dense_model(tmp_path, tiny_model)
+    result = train(config_for(tmp_path, base, toy_beir, max_steps=2, save_steps=100, loss="infonce"))
+    out = result.output
+    assert result.global_step == 2
+    st = SentenceTransformer(str(out), device="cpu")
+    assert [type(m).__name__ for m in st] == ["Transformer", "Pooling", "Dense", "Normalize"]
+    texts = ["protein cell gene", "a longer text about vaccine trial dose risk and effects in humans " * 3, "x"]
+    ours = Encoder(EncoderConfig(model=str(out), dtype="float32", device="cpu", batch_tokens=32))
+    for kind, prompt in (("query", "query"), ("passage", "document")):
+        a = st.encode(texts, prompt_name=prompt, convert_to_numpy=True)
+        b = ours.encode(texts, kind, show_progress=False)
+        assert a.shape == b.shape == (3, 16)
+        cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+        assert cos.min() >= 0.9999
+    before, after = load_file(base / "2_Dense" / "model.safetensors"), load_file(out / "2_Dense" / "model.safetensors")
+    assert (before["linear.weight"] - after["linear.weight"]).abs().max().item() > 1e-5
+
+
+def test_resume_reloads_the_checkpoint_weights(tmp_path, tiny_model, toy_beir):
+    """--resume: a checkpoint (a sentence-transformers folder) is loaded back into the trained model."""
+    from synthrank.train.trainer import build_training
+
+    trainer, *_ = build_training(config_for(tmp_path, _dense_model(tmp_path, tiny_model), toy_beir))
+    trainer.save_model(str(tmp_path / "ckpt"))
+    saved = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    with torch.no_grad():
+        for param in trainer.model.parameters():
+            param.add_(1.0)
+    trainer._load_from_checkpoint(str(tmp_path / "ckpt"))
+    for key, value in trainer.model.state_dict().items():
+        torch.testing.assert_close(value, saved[key], msg=key)

@@ -17,7 +17,6 @@ def make_tiny_model(folder: Path, dropout: float = 0.0, sentence_transformers: b
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     from synthrank.models import bundled_encoder_path
-    from synthrank.train.save import SentenceTransformersSettings, write_sentence_transformers_files
 
     tokenizer = AutoTokenizer.from_pretrained(bundled_encoder_path())
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -28,8 +27,14 @@ def make_tiny_model(folder: Path, dropout: float = 0.0, sentence_transformers: b
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    if sentence_transformers:
-        write_sentence_transformers_files(folder, SentenceTransformersSettings(32, "mean", True, 32))
+    if sentence_transformers:  # Transformer (max 32 tokens) -> mean Pooling -> Normalize, saved by sentence-transformers
+        from synthrank.models import load_model, save_model
+        from synthrank.models.st_format import configure
+
+        st = load_model(str(folder), local_files_only=True)
+        configure(st, pooling="mean", normalize=True)
+        st.max_seq_length = 32
+        save_model(st, folder)
     return folder
 
 

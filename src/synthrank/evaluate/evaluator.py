@@ -123,7 +123,7 @@ def _dense_run(model, data, query_ids, depth, watch, options, use_cache, show_pr
         from synthrank.evaluate.sharded import sharded_dense_run
         return sharded_dense_run(model, data, query_ids, depth, watch, options, use_cache, show_progress)
     with watch.stage("load_model"):
-        encoder = Encoder(EncoderConfig(model=model, **options))
+        encoder = Encoder(EncoderConfig(model=model, **options), show_progress=show_progress)
     corpus = data.corpus
 
     def encode_corpus():

@@ -148,7 +148,7 @@ def sharded_dense_run(model: str, data, query_ids: list[str], depth: int, watch,
     if torch.cuda.is_available() and not options.get("device"):
         options = {**options, "device": f"cuda:{torch.cuda.current_device()}"}
     with watch.stage("load_model"):
-        encoder = Encoder(EncoderConfig(model=model, **options))
+        encoder = Encoder(EncoderConfig(model=model, **options), show_progress=show_progress)
     with watch.stage("encode_queries"):
         query_vectors = encoder.encode([data.queries[q] for q in query_ids], "query",
                                        show_progress=show_progress and rank == 0, desc="encode queries")

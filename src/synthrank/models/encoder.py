@@ -1,10 +1,12 @@
 """A bi-encoder over any local Hugging Face or sentence-transformers model folder.
 
-The same :class:`Encoder` embeds for evaluation (``encode``: length-sorted, token-budget
-batches under inference mode, optional bf16) and for training (``embed``: a differentiable
-forward pass on tokenized inputs). Settings a sentence-transformers folder records
-(pooling, normalisation, max length, prompts) are read from it, so a model scores the same
-here as under ``SentenceTransformer(path)``.
+The model is a ``SentenceTransformer`` (loaded by sentence-transformers, see
+:mod:`synthrank.models.st_format`), so every module its folder records (Transformer, Pooling of
+any mode, Dense, Normalize, ...) takes part, and a model scores here as under
+``SentenceTransformer(path).encode``. :meth:`Encoder.encode` adds speed: length-sorted,
+token-budget batches under inference mode, bf16 autocast where the hardware computes bf16
+natively; each batch runs through :func:`synthrank.models.embedding.embed`, the same function
+training calls.
 """
 
 from __future__ import annotations
@@ -22,10 +24,13 @@ from tqdm.auto import tqdm
 
 from synthrank.data.resolve import offline
 from synthrank.models.bundled import DEFAULT_ENCODER, bundled_encoder_path, is_bundled_encoder
+from synthrank.models.embedding import embed
+from synthrank.models.st_format import configure, load_model, normalizes, pooling_name, stack_signature, transformer_of
 
 log = logging.getLogger(__name__)
 
-Pooling = Literal["mean", "cls", "last"]
+# synthrank names for sentence-transformers Pooling modes (see st_format.POOLING_MODES)
+Pooling = Literal["mean", "cls", "last", "max", "weightedmean", "mean_sqrt_len_tokens"]
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 PLURALS = {"query": "queries", "passage": "passages"}  # progress units ("queries/s")
 
@@ -77,43 +82,6 @@ def resolve_model_path(model: str) -> str:
     return model
 
 
-def read_sentence_transformers_settings(folder: str | Path) -> dict:
-    """Pooling, normalisation, max length and prompts recorded in a sentence-transformers folder."""
-    folder = Path(folder)
-    settings: dict = {}
-    modules_file = folder / "modules.json"
-    if not modules_file.is_file():
-        return settings
-    modules = json.loads(modules_file.read_text())
-    for module in modules:
-        kind = module.get("type", "")
-        if kind.endswith("Pooling"):
-            pooling_cfg = folder / module.get("path", "") / "config.json"
-            if pooling_cfg.is_file():
-                cfg = json.loads(pooling_cfg.read_text())
-                if cfg.get("pooling_mode_cls_token"):
-                    settings["pooling"] = "cls"
-                elif cfg.get("pooling_mode_lasttoken"):
-                    settings["pooling"] = "last"
-                elif cfg.get("pooling_mode_mean_tokens"):
-                    settings["pooling"] = "mean"
-        if kind.endswith("Normalize"):
-            settings["normalize"] = True
-    settings.setdefault("normalize", False)
-    st_cfg = folder / "sentence_bert_config.json"
-    if st_cfg.is_file():
-        max_len = json.loads(st_cfg.read_text()).get("max_seq_length")
-        if max_len:
-            settings["max_length"] = int(max_len)
-    prompts_cfg = folder / "config_sentence_transformers.json"
-    if prompts_cfg.is_file():
-        prompts = json.loads(prompts_cfg.read_text()).get("prompts") or {}
-        for key in ("query", "passage", "document"):
-            if prompts.get(key):
-                settings["passage_prefix" if key != "query" else "query_prefix"] = prompts[key]
-    return settings
-
-
 def weights_fingerprint(folder: str | Path) -> str:
     """SHA-256 over the weight files' names and bytes: any change to the weights changes it."""
     folder = Path(folder)
@@ -140,65 +108,66 @@ def native_bf16(device: str) -> bool:
         return False
 
 
-def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: Pooling) -> torch.Tensor:
-    """Pool token states [B, T, H] into one vector per text [B, H]."""
-    if pooling == "cls":
-        return hidden[:, 0]
-    if pooling == "last":
-        # index of the last real token per row; works for right padding (left padding: T-1)
-        last = attention_mask.sum(dim=1) - 1
-        if bool((attention_mask[:, -1] == 1).all()):
-            last = torch.full_like(last, hidden.shape[1] - 1)
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+def _position_limit(transformer) -> int | None:
+    """Most tokens the model's position table reads (RoBERTa-style tables reserve padding_idx + 1)."""
+    limit = getattr(transformer.config, "max_position_embeddings", None)
+    if not limit:
+        return None
+    for module in transformer.modules():
+        padding_idx = getattr(module, "padding_idx", None)
+        if isinstance(padding_idx, int) and isinstance(getattr(module, "position_embeddings", None),
+                                                        torch.nn.Embedding):
+            return limit - (padding_idx + 1)
+    return limit
 
 
 class Encoder(torch.nn.Module):
-    """Tokenizer + transformer + pooling (+ optional L2 normalisation)."""
+    """A :class:`sentence_transformers.SentenceTransformer` module stack, with synthrank's settings.
 
-    def __init__(self, config: EncoderConfig | None = None, **overrides):
+    ``model`` is the SentenceTransformer (Transformer, Pooling, Dense, Normalize, ... as the folder
+    records them); ``transformer`` the Hugging Face model inside it; ``tokenizer`` its tokenizer.
+    """
+
+    def __init__(self, config: EncoderConfig | None = None, *, show_progress: bool = False, **overrides):
         super().__init__()
-        from transformers import AutoModel, AutoTokenizer
-
         config = replace(config or EncoderConfig(), **overrides)
         self.model_path = resolve_model_path(config.model)
-        recorded = read_sentence_transformers_settings(self.model_path) if Path(self.model_path).is_dir() else {}
-        max_length = recorded.get("max_length", 512)
-        self.config = replace(
-            config,
-            pooling=config.pooling or recorded.get("pooling", "mean"),
-            normalize=config.normalize if config.normalize is not None else recorded.get("normalize", False),
-            query_prefix=config.query_prefix or recorded.get("query_prefix", ""),
-            passage_prefix=config.passage_prefix or recorded.get("passage_prefix", ""),
-            query_max_length=max_length if config.query_max_length is None else config.query_max_length,
-            passage_max_length=max_length if config.passage_max_length is None else config.passage_max_length,
-        )
-        local_only = Path(self.model_path).is_dir() or offline()
+        local = Path(self.model_path).is_dir()
+        device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(
-                self.model_path, trust_remote_code=config.trust_remote_code, local_files_only=local_only
-            )
-            self.model = AutoModel.from_pretrained(
-                self.model_path, trust_remote_code=config.trust_remote_code, local_files_only=local_only
-            )
+            self.model = load_model(self.model_path, device=device, trust_remote_code=config.trust_remote_code,
+                                    local_files_only=local or offline(), show_progress=show_progress and not local)
         except OSError as error:
             raise FileNotFoundError(
                 f"could not load model {config.model!r}: {error}. Pass a local model folder, "
                 f"or a bundled alias ({DEFAULT_ENCODER})."
             ) from None
+        configure(self.model, pooling=config.pooling, normalize=config.normalize)
+        self.model.eval()  # inference until a trainer says otherwise (no dropout)
+        self.transformer = transformer_of(self.model)
+        self.tokenizer = self.model.tokenizer
+        prompts = dict(self.model.prompts or {})
+        recorded = self.model.max_seq_length
+        self.recorded_max_length = int(recorded) if isinstance(recorded, int) and 0 < recorded < 1_000_000 else None
+        max_length = self.recorded_max_length or 512
+        self.config = replace(
+            config,
+            pooling=pooling_name(self.model),
+            normalize=normalizes(self.model),
+            query_prefix=config.query_prefix or prompts.get("query") or "",
+            passage_prefix=config.passage_prefix or prompts.get("passage") or prompts.get("document") or "",
+            query_max_length=max_length if config.query_max_length is None else config.query_max_length,
+            passage_max_length=max_length if config.passage_max_length is None else config.passage_max_length,
+        )
+        # what a save records (sentence-transformers reads "query" / "document")
+        self.model.prompts = {**prompts, "query": self.config.query_prefix, "document": self.config.passage_prefix}
         self._check_max_lengths()
-        device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.model.to(device)
         if self.config.dtype == "auto":
             self.config = replace(self.config, dtype="bfloat16" if native_bf16(device) else "float32")
 
     def _check_max_lengths(self) -> None:
         """Lengths beyond the model's position embeddings fail deep inside the forward pass."""
-        limit = getattr(self.model.config, "max_position_embeddings", None)
-        tokenizer_limit = getattr(self.tokenizer, "model_max_length", None)
-        if limit and tokenizer_limit and tokenizer_limit < limit:
-            limit = tokenizer_limit  # RoBERTa-style models reserve position slots
+        limit = _position_limit(self.transformer)
         for name in ("query_max_length", "passage_max_length"):
             value = getattr(self.config, name)
             if value < 1 or (limit and value > limit):
@@ -209,25 +178,29 @@ class Encoder(torch.nn.Module):
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    @property
+    def dimension(self) -> int:
+        return int(self.model.get_embedding_dimension())
+
     def fingerprint(self) -> str:
         """Identifies weights + encoding settings; part of every embedding-cache key."""
         weights = weights_fingerprint(self.model_path) if Path(self.model_path).is_dir() else self.model_path
-        settings = json.dumps(self.config.encoding_settings(), sort_keys=True)
-        return hashlib.sha256(f"{weights}\n{settings}".encode()).hexdigest()
+        settings = self.config.encoding_settings()
+        stack = stack_signature(self.model)
+        if stack is not None:  # absent for the plain stack, so its existing cache keys stay valid
+            settings["modules"] = stack
+        text = json.dumps(settings, sort_keys=True)
+        return hashlib.sha256(f"{weights}\n{text}".encode()).hexdigest()
 
-    def tokenize(self, texts: list[str], kind: Literal["query", "passage"]) -> dict[str, torch.Tensor]:
+    def tokenize(self, texts: list[str], kind: Literal["query", "passage"]) -> dict:
+        """Features for ``texts`` as ``SentenceTransformer.encode`` makes them (prefix as its prompt)."""
         prefix, max_length = self._prefix_and_length(kind)
-        return self.tokenizer([prefix + t for t in texts], padding=True, truncation=True,
-                              max_length=max_length, return_tensors="pt")
+        return self.model.preprocess(list(texts), prompt=prefix or None,
+                                     processing_kwargs={"text": {"max_length": max_length}})
 
-    def embed(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Differentiable forward pass: tokenized inputs -> pooled (normalised) vectors [B, H]."""
-        inputs = {k: v.to(self.device) for k, v in inputs.items()}
-        hidden = self.model(**inputs).last_hidden_state
-        vectors = pool(hidden, inputs["attention_mask"], self.config.pooling)
-        if self.config.normalize:
-            vectors = torch.nn.functional.normalize(vectors, dim=-1)
-        return vectors
+    def embed(self, inputs: dict) -> torch.Tensor:
+        """Tokenized inputs -> sentence vectors [B, D] (:func:`synthrank.models.embedding.embed`)."""
+        return embed(self.model, inputs)
 
     forward = embed
 
@@ -239,51 +212,42 @@ class Encoder(torch.nn.Module):
     @torch.inference_mode()
     def encode(self, texts: list[str], kind: Literal["query", "passage"] = "passage",
                show_progress: bool = True, desc: str | None = None) -> np.ndarray:
-        """Embed texts; returns float32 [N, H] in input order.
+        """Embed texts; returns float32 [N, D] in input order.
 
-        Texts are tokenized once, sorted by token count (longest first, so a memory problem
-        shows at once) and packed into batches of at most ``batch_tokens`` padded tokens:
-        little padding, and large batches of short texts.
+        Texts are sorted by token count (longest first, so a memory problem shows at once) and
+        packed into batches of at most ``batch_tokens`` padded tokens: little padding, and large
+        batches of short texts. Each batch is tokenized and embedded as ``SentenceTransformer.encode``
+        does it (:meth:`tokenize`, :meth:`embed`), optionally under bf16 autocast.
         """
         if not texts:
-            return np.zeros((0, self.model.config.hidden_size), dtype=np.float32)
+            return np.zeros((0, self.dimension), dtype=np.float32)
         was_training = self.model.training
         self.model.eval()
         prefix, max_length = self._prefix_and_length(kind)
-        encoded = self.tokenizer([prefix + t for t in texts], truncation=True, max_length=max_length,
-                                 padding=False, return_attention_mask=False)["input_ids"]
-        order = sorted(range(len(texts)), key=lambda i: -len(encoded[i]))
-        output = np.empty((len(texts), self.model.config.hidden_size), dtype=np.float32)
-        pad_id = self.tokenizer.pad_token_id or 0
+        lengths = [len(ids) for ids in self.tokenizer(
+            [prefix + t for t in texts], truncation=True, max_length=max_length, padding=False,
+            return_attention_mask=False, return_token_type_ids=False)["input_ids"]]
+        order = sorted(range(len(texts)), key=lambda i: -lengths[i])
+        output = np.empty((len(texts), self.dimension), dtype=np.float32)
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.dtype == "bfloat16")
         plural = PLURALS[kind]
         with tqdm(total=len(texts), desc=desc or f"encode {plural}", unit=plural,
                   disable=not show_progress, smoothing=0.1) as bar, autocast:
-            for batch in _token_budget_batches(order, encoded, self.config.batch_tokens, self.config.max_batch_size):
-                width = len(encoded[batch[0]])
-                ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for row, index in enumerate(batch):
-                    tokens = encoded[index]
-                    ids[row, : len(tokens)] = torch.tensor(tokens)
-                    mask[row, : len(tokens)] = 1
-                inputs = {"input_ids": ids, "attention_mask": mask}
-                if "token_type_ids" in self.tokenizer.model_input_names:
-                    inputs["token_type_ids"] = torch.zeros_like(ids)
-                vectors = self.embed(inputs)
+            for batch in _token_budget_batches(order, lengths, self.config.batch_tokens, self.config.max_batch_size):
+                vectors = self.embed(self.tokenize([texts[i] for i in batch], kind))
                 output[batch] = vectors.float().cpu().numpy()
                 bar.update(len(batch))
         self.model.train(was_training)
         return output
 
 
-def _token_budget_batches(order: list[int], encoded: list[list[int]], batch_tokens: int,
+def _token_budget_batches(order: list[int], lengths: list[int], batch_tokens: int,
                           max_batch_size: int) -> list[list[int]]:
     """Split length-sorted indices (longest first) so batch_size * longest <= batch_tokens."""
     batches: list[list[int]] = []
     current: list[int] = []
     for index in order:
-        width = len(encoded[current[0]]) if current else len(encoded[index])
+        width = lengths[current[0]] if current else lengths[index]
         if current and ((len(current) + 1) * width > batch_tokens or len(current) >= max_batch_size):
             batches.append(current)
             current = []

@@ -5,7 +5,6 @@ Submodules (imported on use, so that importing this package stays cheap):
 * :mod:`synthrank.train.config` -- :class:`TrainConfig` and ``--config`` files
 * :mod:`synthrank.train.dataset` -- per-query groups re-drawn each epoch, the collator
 * :mod:`synthrank.train.trainer` -- ``RankingTrainer`` (HF ``Trainer``), :func:`train`
-* :mod:`synthrank.train.save` -- the sentence-transformers files of a saved model
 * :mod:`synthrank.train.cli` -- ``train_command`` and ``mine_command``
 """
 

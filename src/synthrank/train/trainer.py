@@ -23,6 +23,7 @@ import contextlib
 import importlib.util
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,9 +32,9 @@ import torch
 import torch.distributed as dist
 from transformers import Trainer, TrainerCallback
 
-from synthrank.models.encoder import pool
+from synthrank.models.embedding import embed
+from synthrank.models.st_format import load_model, save_model, transformer_of
 from synthrank.train.arguments import RankingTrainingArguments
-from synthrank.train.save import SentenceTransformersSettings, write_sentence_transformers_files
 
 log = logging.getLogger(__name__)
 
@@ -106,23 +107,21 @@ class _EpochCallback(TrainerCallback):
 
 
 class RankingTrainer(Trainer):
-    """``Trainer`` whose model is a Hugging Face encoder and whose loss is a ranking loss.
+    """``Trainer`` whose model is a ``SentenceTransformer`` and whose loss is a ranking loss.
 
-    Extra arguments: ``loss_fn`` (a :class:`synthrank.losses.Loss`), ``pooling``,
-    ``normalize``, ``chunk_size`` (GradCache), ``st_settings`` (written with every save),
-    ``forward_batch_size`` (texts per forward pass, length-sorted; see :meth:`embed`).
+    Extra arguments: ``loss_fn`` (a :class:`synthrank.losses.Loss`), ``chunk_size`` (GradCache),
+    ``forward_batch_size`` (texts per forward pass, length-sorted; see :meth:`embed`),
+    ``trust_remote_code`` (for reloading a checkpoint on ``--resume``). Saves are
+    sentence-transformers folders written by ``model.save``.
     """
 
-    def __init__(self, *args, loss_fn, pooling: str = "mean", normalize: bool = False,
-                 chunk_size: int | None = None, st_settings: SentenceTransformersSettings | None = None,
-                 forward_batch_size: int | None = 32, **kwargs) -> None:
+    def __init__(self, *args, loss_fn, chunk_size: int | None = None, forward_batch_size: int | None = 32,
+                 trust_remote_code: bool = False, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.loss_fn = loss_fn
-        self.pooling = pooling
-        self.normalize = normalize
         self.chunk_size = chunk_size
         self.forward_batch_size = forward_batch_size
-        self.st_settings = st_settings
+        self.trust_remote_code = trust_remote_code
         # Our loss is a per-batch mean: the Trainer divides it by the accumulation steps.
         self.model_accepts_loss_kwargs = False
         self.loss_is_scaled_for_ga = False
@@ -133,35 +132,10 @@ class RankingTrainer(Trainer):
 
     # -- embeddings and loss -------------------------------------------------------------------
     def embed(self, model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Pooled (normalised) vectors [B, H], with the graph when grad is enabled.
-
-        Texts are sorted by length and run in forward passes of at most ``forward_batch_size``,
-        each cut to its own longest text (right padding), so a batch of mixed lengths wastes
-        little compute on padding. The result is in input order and equals one padded pass up
-        to float rounding.
-        """
-        mask = inputs["attention_mask"]
-        n = mask.shape[0]
-        size = self.forward_batch_size or n
-        lengths = mask.sum(dim=1)
-        positions = torch.arange(mask.shape[1], device=mask.device)
-        right_padded = bool((mask.bool() == (positions[None, :] < lengths[:, None])).all())
-        if size >= n and (not right_padded or int(lengths.max()) == mask.shape[1]):
-            return self._embed_pass(model, inputs)
-        order = torch.argsort(lengths, descending=True, stable=True)
-        parts = []
-        for index in order.split(size):
-            width = int(lengths[index].max()) if right_padded else mask.shape[1]
-            parts.append(self._embed_pass(model, {k: v[index, :width] for k, v in inputs.items()}))
-        vectors = torch.cat(parts)
-        return vectors[torch.argsort(order)]
-
-    def _embed_pass(self, model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        hidden = model(**inputs).last_hidden_state
-        vectors = pool(hidden, inputs["attention_mask"], self.pooling)
-        if self.normalize:
-            vectors = torch.nn.functional.normalize(vectors, dim=-1)
-        return vectors
+        """Sentence vectors [B, D] with the graph when grad is enabled: the module stack's output
+        (:func:`synthrank.models.embedding.embed`, the function evaluation uses too), in
+        length-sorted forward passes of at most ``forward_batch_size`` texts."""
+        return embed(model, inputs, self.forward_batch_size)
 
     def loss_from_embeddings(self, queries: torch.Tensor, passages: torch.Tensor,
                              grades: torch.Tensor) -> torch.Tensor:
@@ -230,14 +204,25 @@ class RankingTrainer(Trainer):
     def floating_point_ops(self, inputs) -> int:
         try:
             tokens = sum(int(inputs[k]["input_ids"].numel()) for k in ("query", "passage"))
-            return 6 * tokens * self.model.num_parameters(exclude_embeddings=True)
-        except (KeyError, TypeError, AttributeError):
+            return 6 * tokens * transformer_of(self.model).num_parameters(exclude_embeddings=True)
+        except (KeyError, TypeError, AttributeError, ValueError):
             return 0
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
-        super()._save(output_dir, state_dict=state_dict)
-        if self.args.should_save and self.st_settings is not None:
-            write_sentence_transformers_files(output_dir or self.args.output_dir, self.st_settings)
+        """A sentence-transformers folder, written by ``model.save`` (plus the Trainer's arguments)."""
+        if not self.args.should_save:
+            return
+        output_dir = output_dir or self.args.output_dir
+        os.makedirs(output_dir, exist_ok=True)
+        save_model(self.accelerator.unwrap_model(self.model), output_dir, state_dict=state_dict)
+        torch.save(self.args, os.path.join(output_dir, "training_args.bin"))  # as Trainer._save; never loaded
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        """--resume: the checkpoint is a sentence-transformers folder; load it as one."""
+        model = self.accelerator.unwrap_model(model if model is not None else self.model)
+        loaded = load_model(resume_from_checkpoint, device="cpu", trust_remote_code=self.trust_remote_code,
+                            local_files_only=True)
+        model.load_state_dict(loaded.state_dict())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,13 +248,9 @@ def _make_loss(config):
 def _saved_max_length(encoder) -> int:
     """Max length recorded in the saved model: the base model's own (so that evaluation reads
     as much text as it did for the base model), or the training lengths when longer or unknown."""
-    from synthrank.models import read_sentence_transformers_settings
-
     enc = encoder.config
     trained = max(int(enc.query_max_length), int(enc.passage_max_length))
-    recorded = None
-    if Path(encoder.model_path).is_dir():
-        recorded = read_sentence_transformers_settings(encoder.model_path).get("max_length")
+    recorded = encoder.recorded_max_length if (Path(encoder.model_path) / "modules.json").is_file() else None
     return max(int(recorded), trained) if recorded else trained
 
 
@@ -301,21 +282,23 @@ def build_training(config, callbacks: list | None = None):
         query_prefix=config.query_prefix, passage_prefix=config.passage_prefix,
         query_max_length=config.query_max_length, passage_max_length=config.passage_max_length,
         trust_remote_code=config.trust_remote_code, device="cpu",
-    ))
+    ), show_progress=not config.quiet)
     enc = encoder.config
-    model = encoder.model
+    model = encoder.model  # the SentenceTransformer: every module of its stack trains and is saved
     # A pooler head (BERT, RoBERTa, ...) is not used by the embeddings: freeze it, so that DDP
     # does not wait for gradients that never come.
-    for name, param in model.named_parameters():
+    for name, param in encoder.transformer.named_parameters():
         if name.startswith("pooler."):
             param.requires_grad_(False)
+    if (enc.query_prefix or enc.passage_prefix) and any(
+            getattr(module, "include_prompt", True) is False for module in model):
+        log.warning("the model's Pooling excludes prompt tokens (include_prompt=False); training pools over "
+                    "them (the collator does not mark the prefix), evaluation does not")
     collator = GroupCollator(encoder.tokenizer, enc.query_max_length, enc.passage_max_length,
                              enc.query_prefix, enc.passage_prefix)
-    st_settings = SentenceTransformersSettings(
-        embedding_dimension=int(model.config.hidden_size), pooling=enc.pooling, normalize=bool(enc.normalize),
-        max_seq_length=_saved_max_length(encoder), query_prefix=enc.query_prefix,
-        passage_prefix=enc.passage_prefix,
-    )
+    # what every save records beside the modules (prompts: set by the Encoder)
+    model.max_seq_length = _saved_max_length(encoder)
+    model.similarity_fn_name = "cosine" if enc.normalize else "dot"
     if config.deepspeed and not deepspeed_installed():
         raise ImportError(f"train.deepspeed = {config.deepspeed!r} needs the deepspeed package: pip install deepspeed")
     args = RankingTrainingArguments.from_options(config)
@@ -325,8 +308,8 @@ def build_training(config, callbacks: list | None = None):
     trainer = RankingTrainer(
         model=model, args=args, train_dataset=dataset, data_collator=collator,
         processing_class=encoder.tokenizer, callbacks=callbacks, loss_fn=_make_loss(config),
-        pooling=enc.pooling, normalize=bool(enc.normalize), chunk_size=config.chunk_size, st_settings=st_settings,
-        forward_batch_size=config.forward_batch_size,
+        chunk_size=config.chunk_size, forward_batch_size=config.forward_batch_size,
+        trust_remote_code=config.trust_remote_code,
     )
     return trainer, dataset, encoder, recipe, pools
 
