@@ -41,7 +41,18 @@ def test_quickstart_small(env, tmp_path):
     models = {n["model"]: n["metrics"]["nDCG@10"] for n in manifest["numbers"]}
     assert set(models) == {"base", "ws2-synthetic+real"}
     assert abs(models["base"] - 0.645) <= 0.01  # the base row is the published MiniLM number
-    assert 0.0 < models["ws2-synthetic+real"] <= 1.0
+    # 6 claims and a few steps at lr 2e-5 move a pretrained model little: the trained model stays
+    # within 0.03 nDCG@10 of its base (a broken loss or learning rate would leave this band) ...
+    assert abs(models["ws2-synthetic+real"] - models["base"]) <= 0.03, models
+    # ... but training did change it: its embeddings are not the base's
+    from sentence_transformers import SentenceTransformer
+
+    from synthrank.models import bundled_encoder_path
+
+    texts = ["Vitamin D deficiency is linked to multiple sclerosis.", "A protein fold in the liver."]
+    trained = SentenceTransformer(str(out / "train" / "ws2-synthetic+real" / "model"), device="cpu").encode(texts)
+    base = SentenceTransformer(str(bundled_encoder_path()), device="cpu").encode(texts)
+    assert float((trained * base).sum(axis=1).min()) < 0.9999
     generated = json.loads((out / "generate" / "scifact-train" / "manifest.json").read_text())
     assert generated["counts"]["queries"] == 6
     again = synthrank("quickstart", "--output", str(out), "--queries", "6", "--epochs", "2", "--batch-size", "3",
