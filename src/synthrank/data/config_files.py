@@ -88,3 +88,28 @@ def parse_assignments(items: list[str] | None, option: str) -> dict[str, Any]:
         except json.JSONDecodeError:
             values[key.strip()] = raw
     return values
+
+
+def read_json_records(path: str | Path, what: str) -> list:
+    """A JSON list (a single object counts as a list of one) or JSONL file, as a list; errors name
+    the file and, for JSONL, the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {what} not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not valid UTF-8 (byte {error.object[error.start]:#04x}); re-encode the file "
+                         "as UTF-8") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        data = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                data.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{number}: malformed JSON ({error.msg})") from None
+    return [data] if isinstance(data, dict) else data

@@ -24,11 +24,23 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from synthrank.data.config_files import read_json_records
 from synthrank.generate.backends.base import Backend, ChatRequest, Completion
 from synthrank.generate.levels import Level
-from synthrank.generate.parsing import extract_json_object, length_problem, normalise, words
+from synthrank.generate.parsing import (
+    extract_json_object,
+    length_problem,
+    normalise,
+    words,
+)
 from synthrank.generate.prompts import load_template, render
-from synthrank.generate.runner import GenerationConfig, Generator, _derive_seed, _Job, fingerprint
+from synthrank.generate.runner import (
+    GenerationConfig,
+    Generator,
+    _derive_seed,
+    _Job,
+    fingerprint,
+)
 from synthrank.generate.store import ItemKey
 
 # The document a query is written from is its level-3 (perfectly relevant) passage; the store's
@@ -58,24 +70,7 @@ def builtin_query_few_shot() -> list[QueryExample]:
 
 def load_query_few_shot(path: str | Path) -> list[QueryExample]:
     """Few-shot examples: a JSON list (or JSONL) of ``{"document": ..., "query": ...}``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: few-shot examples not found")
-    text = path.read_text(encoding="utf-8")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        data = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                data.append(json.loads(line))
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: malformed JSON ({error.msg})") from None
-    if isinstance(data, dict):
-        data = [data]
-    return _parse_examples(data, str(path))
+    return _parse_examples(read_json_records(path, "few-shot examples"), str(path))
 
 
 def _parse_examples(data: object, where: str) -> list[QueryExample]:

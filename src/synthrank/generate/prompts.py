@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from synthrank.data.config_files import read_json_records
 from synthrank.generate.levels import Level
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
@@ -63,15 +64,7 @@ def builtin_few_shot() -> list[FewShotExample]:
 
 def load_few_shot(path: str | Path) -> list[FewShotExample]:
     """Few-shot examples: a JSON list (or JSONL) of ``{"query": ..., "passages": {"3": "..." | [...]}}``."""
-    path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        data = [json.loads(line) for line in text.splitlines() if line.strip()]
-    if isinstance(data, dict):
-        data = [data]
-    return _parse_few_shot(data, str(path))
+    return _parse_few_shot(read_json_records(path, "few-shot examples"), str(path))
 
 
 def _parse_few_shot(data: object, where: str) -> list[FewShotExample]:
