@@ -73,3 +73,17 @@ def test_launcher_devices():
     assert launcher_devices(["torchrun", "--nproc_per_node", "4"]) == 4
     assert launcher_devices(["torchrun", "--nnodes=2", "--nproc_per_node=8"]) == 16
     assert launcher_devices(["deepspeed", "--num_gpus", "4"]) == 4
+
+
+def test_default_encode_rate_follows_the_cpu_kind(tmp_path):
+    from synthrank.experiments.estimates import (ENCODE_RATE_FP32, ENCODE_RATE_NATIVE_BF16, cpu_flags,
+                                                 default_encode_rate)
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma avx512f avx512_bf16\n")
+    assert cpu_flags(info) == {"fpu", "sse2", "avx2", "fma", "avx512f", "avx512_bf16"}
+    assert default_encode_rate(cpu_flags(info)) == ENCODE_RATE_NATIVE_BF16
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n")
+    assert default_encode_rate(cpu_flags(info)) == ENCODE_RATE_FP32 < ENCODE_RATE_NATIVE_BF16
+    assert cpu_flags(tmp_path / "missing") == set()
+    assert default_encode_rate(set()) == ENCODE_RATE_FP32  # unknown CPU: the slower kind
