@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from synthrank.data.beir import iter_jsonl
 from synthrank.data.errors import DataFormatError
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -103,13 +104,6 @@ def read_json_records(path: str | Path, what: str) -> list:
                          "as UTF-8") from None
     try:
         data = json.loads(text)
-    except json.JSONDecodeError:
-        data = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                data.append(json.loads(line))
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: malformed JSON ({error.msg})") from None
+    except json.JSONDecodeError:  # JSONL: one record a line, errors with the line number
+        data = [record for _, record in iter_jsonl(path)]
     return [data] if isinstance(data, dict) else data
