@@ -14,6 +14,7 @@ from synthrank.data.recipes import (
     apply_source,
     build_pools,
     load_recipe,
+    load_training_data,
     parse_recipe,
 )
 
@@ -42,6 +43,20 @@ def texts_and_grades(pools, qid):
 
 
 # ------------------------------------------------------------------ parsing
+
+
+def test_training_data_is_a_recipe_file_or_a_beir_folder(tmp_path, real):
+    """A training config's ``data``: a BEIR folder (e.g. a generate output) is the one-source
+    recipe with the defaults; anything else is read as a recipe file, as before."""
+    recipe = load_training_data(real)
+    assert (recipe.mode, recipe.group_size, recipe.sampling) == ("graded", 4, "random")
+    assert [(s.dataset, s.split) for s in recipe.sources] == [(str(real.resolve()), "train")]
+    pools = build_pools(recipe)
+    assert texts_and_grades(pools, "a") == [("Ta1 text of a1", 1), ("Ta2 text of a2", 2)]  # grades as written
+    (tmp_path / "r.json").write_text(json.dumps({"group_size": 3, "sources": [{"dataset": "real"}]}))
+    assert load_training_data(tmp_path / "r.json").group_size == 3
+    with pytest.raises(FileNotFoundError, match="no-such.toml"):  # as a missing recipe always was
+        load_training_data(tmp_path / "no-such.toml")
 
 
 def test_toml_recipe_with_relative_paths(tmp_path, real):

@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "Recipe", "RecipeError", "SourceSpec", "QueryPool", "SourcePassages", "TrainingPools", "apply_source",
-    "build_pools", "load_recipe", "parse_recipe",
+    "build_pools", "load_recipe", "load_training_data", "parse_recipe",
 ]
 
 
@@ -127,6 +127,17 @@ def load_recipe(path: str | Path) -> Recipe:
     """Read a recipe from TOML (``.toml``) or JSON (``.json``; other suffixes: tried as both)."""
     path = Path(path)
     return parse_recipe(read_config_file(path, RecipeError, "recipe"), origin=path, base_dir=path.parent)
+
+
+def load_training_data(data: str | Path) -> Recipe:
+    """The recipe a training config's ``data`` names: a recipe file, or a BEIR folder, read as the
+    one-source recipe with the defaults (its graded ``train`` qrels, groups of 4). The folder form
+    lets the output of ``synthrank generate`` be trained on as it is, from the command line and
+    the Python API alike, without a recipe file written for it."""
+    path = Path(data).expanduser()
+    if path.is_dir():
+        return parse_recipe({"sources": [{"dataset": str(path.resolve()), "split": "train"}]}, origin=path)
+    return load_recipe(path)
 
 
 # --------------------------------------------------------------------------------------------

@@ -47,7 +47,8 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # data
-    data: Annotated[str, Field(description="Recipe file (TOML or JSON) naming the training sources")]
+    data: Annotated[str, Field(description="Recipe file (TOML or JSON) naming the training sources, or a BEIR "
+                               "folder trained on as it is (its graded train qrels, e.g. a generate output)")]
     group_size: Annotated[int | None, Field(None, ge=2, description="Passages per query (default: the recipe's, 4)")]
     mode: Annotated[Literal["graded", "binary"] | None, Field(None, description="Overrides the recipe's mode")]
     sampling: Annotated[Literal["random", "top"] | None, Field(

@@ -264,11 +264,11 @@ def build_training(config, callbacks: list | None = None):
     Returns ``(trainer, dataset, encoder, recipe, pools)``.
     """
 
-    from synthrank.data.recipes import build_pools, load_recipe
+    from synthrank.data.recipes import build_pools, load_training_data
     from synthrank.models import Encoder, EncoderConfig
     from synthrank.train.dataset import GroupCollator, GroupDataset
 
-    recipe = load_recipe(config.data)
+    recipe = load_training_data(config.data)
     updates = {k: getattr(config, k) for k in ("group_size", "mode", "sampling", "positive_threshold")
                if getattr(config, k) is not None}
     if updates:
