@@ -9,9 +9,9 @@ Usage::
 See :mod:`synthrank.losses.base` for the shape conventions.
 """
 
-from .base import Loss, available_losses, expand_labels, get_loss
+from .base import Loss, available_losses, expand_labels, get_loss, in_batch_scores
 
 # Imported for their side effect: defining the classes registers their aliases.
 from . import contrastive, listwise, pairwise, ws2  # noqa: F401
 
-__all__ = ["Loss", "get_loss", "available_losses", "expand_labels"]
+__all__ = ["Loss", "get_loss", "available_losses", "expand_labels", "in_batch_scores"]

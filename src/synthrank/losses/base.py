@@ -31,6 +31,7 @@ __all__ = [
     "get_loss",
     "available_losses",
     "check_inputs",
+    "in_batch_scores",
     "expand_labels",
     "own_block_mask",
     "own_block_scores",
@@ -205,6 +206,29 @@ def own_block_scores(scores: Tensor, group_size: int) -> Tensor:
         )
     # [Q, Q, G] -> diagonal over the two query axes -> [G, Q] -> [Q, G]
     return scores.reshape(q, q, group_size).diagonal(dim1=0, dim2=1).transpose(0, 1)
+
+
+def in_batch_scores(queries: Tensor, passages: Tensor) -> Tensor:
+    """Scores ``[Q, Q*G]`` of every query against every passage of the batch: dot products in float32.
+
+    ``queries`` is ``[Q, D]``; ``passages`` is ``[Q*G, D]`` in query-major order (query ``i``'s
+    ``G`` passages are rows ``i*G .. i*G+G-1``), which makes query ``i``'s own block columns
+    ``i*G .. i*G+G-1`` as the losses expect.  No temperature here: it lives in the losses.
+    (Cosine similarity is the dot product of L2-normalised embeddings, e.g. a model whose module
+    stack ends with ``Normalize``.)  Used by :class:`synthrank.train.trainer.RankingTrainer` and by
+    :class:`synthrank.losses.st.ListwiseLoss`, so both train on the same scores.
+    """
+    if queries.dim() != 2 or passages.dim() != 2 or queries.shape[1] != passages.shape[1]:
+        raise ValueError(
+            f"queries [Q, D] and passages [Q*G, D] must be 2-D with the same D, got shapes "
+            f"{tuple(queries.shape)} and {tuple(passages.shape)}"
+        )
+    if queries.shape[0] == 0 or passages.shape[0] % queries.shape[0]:
+        raise ValueError(
+            f"passages must hold G rows per query: {passages.shape[0]} passage rows for "
+            f"{queries.shape[0]} queries"
+        )
+    return queries.float() @ passages.float().transpose(0, 1)
 
 
 def zero_loss(scores: Tensor) -> Tensor:

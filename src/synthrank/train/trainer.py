@@ -32,6 +32,7 @@ import torch
 import torch.distributed as dist
 from transformers import Trainer, TrainerCallback
 
+from synthrank.losses import in_batch_scores
 from synthrank.models.embedding import embed
 from synthrank.models.st_format import load_model, save_model, transformer_of
 from synthrank.train.arguments import RankingTrainingArguments
@@ -143,7 +144,7 @@ class RankingTrainer(Trainer):
         q_all = gather_with_grad(queries)
         p_all = gather_with_grad(passages)
         labels = gather_no_grad(grades)
-        scores = q_all.float() @ p_all.float().transpose(0, 1)
+        scores = in_batch_scores(q_all, p_all)
         self.examples_seen += labels.shape[0]
         return self.loss_fn(scores, labels.to(scores.dtype))
 
