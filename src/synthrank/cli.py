@@ -179,8 +179,11 @@ def report_command(
 def quickstart_command(
     output: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/quickstart"),
     queries: Annotated[int, typer.Option(help="SciFact train claims to generate passages for.")] = 32,
-    epochs: Annotated[float, typer.Option(help="Training epochs over those queries.")] = 8.0,
-    batch_size: Annotated[int, typer.Option(help="Queries per training step.")] = 8,
+    real_claims: Annotated[str, typer.Option(
+        help="Real data (abstract -> 3, BM25 negatives -> 1) for 'all' SciFact train claims or only the "
+             "'generated' ones (smaller, faster).")] = "all",
+    epochs: Annotated[float, typer.Option(help="Training epochs.")] = 1.0,
+    batch_size: Annotated[int, typer.Option(help="Queries per training step.")] = 16,
     eval_dataset: Annotated[str, typer.Option(help="Evaluation dataset.")] = "scifact",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan only.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
@@ -188,8 +191,11 @@ def quickstart_command(
     """A small end-to-end run on the bundled models: generate, mine, train (ws2), evaluate, report."""
     from synthrank.experiments.quickstart import quickstart_config
 
-    experiment = quickstart_config(str(output), queries=queries, epochs=epochs, batch_size=batch_size,
-                                   eval_dataset=eval_dataset)
+    try:
+        experiment = quickstart_config(str(output), queries=queries, real_claims=real_claims, epochs=epochs,
+                                       batch_size=batch_size, eval_dataset=eval_dataset)
+    except ValueError as error:
+        fail(f"quickstart: {error}")
     _run_experiment(experiment, None, dry_run, None, quiet)
 
 

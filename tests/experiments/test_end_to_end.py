@@ -31,8 +31,9 @@ def env(data_dir, tmp_path):
 def test_quickstart_small(env, tmp_path):
     """The README's main command at CI size: generate, mine, train (ws2), eval, report."""
     out = tmp_path / "qs"
-    done = synthrank("quickstart", "--output", str(out), "--queries", "6", "--epochs", "2", "--batch-size", "3",
-                     "--quiet", env=env, timeout=1500)
+    # CI size: 6 claims generated for, and real data for those 6 only (the default takes every claim's)
+    small = ["--queries", "6", "--real-claims", "generated", "--epochs", "2", "--batch-size", "3", "--quiet"]
+    done = synthrank("quickstart", "--output", str(out), *small, env=env, timeout=1500)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "| base (untrained) |" in done.stdout and "| ws2-synthetic+real |" in done.stdout
     report = (out / "report" / "report.md").read_text()
@@ -55,8 +56,12 @@ def test_quickstart_small(env, tmp_path):
     assert float((trained * base).sum(axis=1).min()) < 0.9999
     generated = json.loads((out / "generate" / "scifact-train" / "manifest.json").read_text())
     assert generated["counts"]["queries"] == 6
-    again = synthrank("quickstart", "--output", str(out), "--queries", "6", "--epochs", "2", "--batch-size", "3",
-                      "--quiet", env=env, timeout=600)
+    # the written levels only (2-0) from the generated folder; the real abstract from the real source
+    data = json.loads((out / "train" / "ws2-synthetic+real" / "model" / "synthrank_train.json").read_text())["data"]
+    assert data["queries"] == 6
+    written = next(v for k, v in data["sources"].items() if "generate" in k)
+    assert set(written["grades"]) <= {"0", "1", "2"} and written["queries"] == 6
+    again = synthrank("quickstart", "--output", str(out), *small, env=env, timeout=600)
     assert again.returncode == 0 and "[run]" not in again.stdout  # finished: nothing runs again
 
 
