@@ -138,6 +138,15 @@ print("RESULT " + json.dumps({"step_seconds": timed, "peak_rss_mb": resource.get
 '''
 
 
+def cpu_flags() -> list[str]:
+    """The flags that decide CPU speed here: AVX2-only CPUs compute bf16 in software."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return []
+    return sorted(flags & {"avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
+
+
 def run_side(code: str, spec: dict) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         spec = {**spec, "work": tmp}
@@ -207,7 +216,7 @@ def main() -> None:
         "settings": {**{k: v for k, v in base.items() if k not in ("queries", "groups")}, "repeats": args.repeats,
                      "model": "all-MiniLM-L6-v2 (bundled)", "optimizer": "AdamW lr 1e-5, grad clip 1.0"},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()},
+                    "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(), "cpu_flags": cpu_flags()},
         "results": summary,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
