@@ -87,3 +87,11 @@ def test_default_encode_rate_follows_the_cpu_kind(tmp_path):
     assert default_encode_rate(cpu_flags(info)) == ENCODE_RATE_FP32 < ENCODE_RATE_NATIVE_BF16
     assert cpu_flags(tmp_path / "missing") == set()
     assert default_encode_rate(set()) == ENCODE_RATE_FP32  # unknown CPU: the slower kind
+
+
+def test_default_train_rate_follows_the_cpu_kind():
+    from synthrank.experiments.estimates import TRAIN_RATE_FP32, TRAIN_RATE_NATIVE_BF16, default_train_rate
+
+    assert default_train_rate({"avx2", "fma", "amx_bf16"}) == TRAIN_RATE_NATIVE_BF16
+    assert default_train_rate({"avx2", "fma"}) == TRAIN_RATE_FP32 < TRAIN_RATE_NATIVE_BF16
+    assert default_train_rate(set()) == TRAIN_RATE_FP32  # unknown CPU: the slower kind

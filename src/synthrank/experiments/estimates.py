@@ -51,6 +51,11 @@ PUBLISHED_SIZES: dict[str, DatasetSize] = {
 # 8-15/s in fp32 on an AVX2-only one (README, "Speed"; the lower CPU kind is the one laptops often have).
 ENCODE_RATE_NATIVE_BF16 = 60.0
 ENCODE_RATE_FP32 = 15.0
+# Training MiniLM (batch 16, group 4, passages <= 256 tokens) on 2 cores: 16 queries in ~6 s on the
+# AVX-512-BF16 CPU; 0.68 queries/s on the AVX2-only one (`synthrank quickstart`: 809 queries of
+# full-length SciFact abstracts in 1,194 s; README, "synthrank quickstart").
+TRAIN_RATE_NATIVE_BF16 = 16 / 6
+TRAIN_RATE_FP32 = 0.68
 
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
@@ -63,11 +68,21 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
     return set(match.group(1).split()) if match else set()
 
 
-def default_encode_rate(flags: set[str] | None = None) -> float:
-    """The encoder rate to assume on this CPU: native bf16 (AVX-512-BF16 or AMX) or plain fp32. Read from
-    the flags, not from torch, so that a dry run stays cheap."""
+def has_native_bf16(flags: set[str] | None = None) -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512-BF16 or AMX). Read from the flags, not from
+    torch, so that a dry run stays cheap."""
     flags = cpu_flags() if flags is None else flags
-    return ENCODE_RATE_NATIVE_BF16 if flags & {"avx512_bf16", "amx_bf16"} else ENCODE_RATE_FP32
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def default_encode_rate(flags: set[str] | None = None) -> float:
+    """The encoder rate to assume on this CPU kind."""
+    return ENCODE_RATE_NATIVE_BF16 if has_native_bf16(flags) else ENCODE_RATE_FP32
+
+
+def default_train_rate(flags: set[str] | None = None) -> float:
+    """The training rate (queries/s) to assume on this CPU kind."""
+    return TRAIN_RATE_NATIVE_BF16 if has_native_bf16(flags) else TRAIN_RATE_FP32
 
 
 class Estimates(BaseModel):
@@ -85,7 +100,9 @@ class Estimates(BaseModel):
         description="Encoder throughput per GPU/CPU (default: MiniLM on SciFact-length passages, 2 cores, measured "
         "per CPU kind: 60/s with native bf16, 15/s on AVX2 without it)")
     train_queries_per_s_per_device: float = Field(
-        16 / 6, gt=0, description="Training queries (with their passages) per second per device")
+        default_factory=lambda: default_train_rate(), gt=0,
+        description="Training queries (with their passages) per second per device (default: MiniLM, batch 16, "
+        "group 4, 256 tokens, 2 cores, measured per CPU kind: 2.67/s with native bf16, 0.68/s on AVX2 without it)")
     bm25_passages_per_s: float = Field(5000.0, gt=0, description="BM25 indexing (mining)")
     # `synthrank adapt --corpus scifact --documents 50` with the bundled SmolLM2: 50 queries in 272 s,
     # 8 of 43 kept by the round-trip filter (2 shared cores; README, "Adapt to your own documents")
