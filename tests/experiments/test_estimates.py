@@ -56,7 +56,7 @@ def test_dataset_sizes_and_throughputs_come_from_the_config(tmp_path, monkeypatc
                       "dataset_sizes": {"my-private-set": {"passages": 1000, "queries": {"test": 200}}}},
     })
     (stage,) = plan(config)
-    assert stage.estimate_s == pytest.approx((1000 + 200) / (100 * 2))
+    assert stage.estimate_s == pytest.approx((1000 + 200 * 0.1) / (100 * 2))  # a query counts as 0.1 passage
 
 
 def test_unknown_estimate_keys_are_errors():
@@ -95,3 +95,17 @@ def test_default_train_rate_follows_the_cpu_kind():
     assert default_train_rate({"avx2", "fma", "amx_bf16"}) == TRAIN_RATE_NATIVE_BF16
     assert default_train_rate({"avx2", "fma"}) == TRAIN_RATE_FP32 < TRAIN_RATE_NATIVE_BF16
     assert default_train_rate(set()) == TRAIN_RATE_FP32  # unknown CPU: the slower kind
+
+
+def test_short_passages_are_estimated_to_encode_faster(tmp_path):
+    from synthrank.experiments.estimates import REFERENCE_PASSAGE_BYTES, passage_length_scale
+
+    long, short = tmp_path / "long", tmp_path / "short"
+    for folder, size in ((long, 3 * REFERENCE_PASSAGE_BYTES), (short, REFERENCE_PASSAGE_BYTES // 4)):
+        folder.mkdir()
+        line = '{"_id": "d", "text": "' + "x" * (size - 24) + '"}\n'
+        (folder / "corpus.jsonl").write_text(line * 10)
+        (folder / "queries.jsonl").write_text('{"_id": "q", "text": "a query"}\n')
+    assert passage_length_scale(str(long)) == 1.0  # truncation caps long passages
+    assert abs(passage_length_scale(str(short)) - 0.25) < 0.01
+    assert passage_length_scale(str(tmp_path / "missing")) == 1.0
