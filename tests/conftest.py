@@ -29,6 +29,15 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("SYNTHRANK_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
 
 
+@pytest.fixture(scope="session")
+def base_scifact_cache(tmp_path_factory) -> Path:
+    """One cache shared by the slow tests that evaluate the *untrained* bundled MiniLM on SciFact
+    (the published-number test and the quickstart): the first fills it with the base model's
+    SciFact embeddings (~6 min on an AVX2 CPU), the others read them, keyed by model and corpus
+    hash like every cached embedding. Everything else keeps its own cache."""
+    return tmp_path_factory.mktemp("base-scifact-cache")
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))

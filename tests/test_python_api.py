@@ -101,9 +101,10 @@ def test_readme_python_api_runs_as_written(tmp_path):
     scope: dict = {}
     exec(compile(code, "README.md (Python API)", "exec"), scope)
 
-    # generation wrote passages for the 2 sampled queries, at every level
+    # generation (grounded) kept each sampled query's judged passage as level 3 and wrote levels 2-0
     counts = scope["generated"].manifest["counts"]
     assert counts["queries"] == 2 and counts["expected_passages"] == 8 and counts["passages"] >= 4, counts
+    assert counts["by_level"]["3"]["done"] == 2, counts
     generated = load_beir(tmp_path / "work" / "generated", split="train")
     assert len(generated.corpus) == counts["passages"] and set(generated.qrels) <= set(TOPICS)
     levels = {grade for judged in generated.qrels.values() for grade in judged.values()}

@@ -28,8 +28,9 @@ def env(data_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_quickstart_small(env, tmp_path):
+def test_quickstart_small(env, tmp_path, base_scifact_cache):
     """The README's main command at CI size: generate, mine, train (ws2), eval, report."""
+    env = {**env, "SYNTHRANK_CACHE_DIR": str(base_scifact_cache)}  # the base's SciFact embeddings, shared
     out = tmp_path / "qs"
     # CI size: 6 claims generated for, and real data for those 6 only (the default takes every claim's)
     small = ["--queries", "6", "--real-claims", "generated", "--epochs", "2", "--batch-size", "3", "--quiet"]
