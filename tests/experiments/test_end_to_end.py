@@ -60,7 +60,7 @@ def test_quickstart_small(env, tmp_path, base_scifact_cache):
     # the written levels only (2-0) from the generated folder; the real abstract from the real source
     data = json.loads((out / "train" / "ws2-synthetic+real" / "model" / "synthrank_train.json").read_text())["data"]
     assert data["queries"] == 6
-    written = next(v for k, v in data["sources"].items() if "generate" in k)
+    written = data["sources"]["written"]  # the recipe's source names key the training record
     assert set(written["grades"]) <= {"0", "1", "2"} and written["queries"] == 6
     again = synthrank("quickstart", "--output", str(out), *small, env=env, timeout=600)
     assert again.returncode == 0 and "[run]" not in again.stdout  # finished: nothing runs again
