@@ -71,12 +71,11 @@ def timed(command: list[str], env: dict) -> tuple[float, str]:
 
 def cpu_kind() -> tuple[str, list[str]]:
     """The CPU kind speed figures are filed under, and the flags that decide it."""
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        flags = set()
+    from synthrank.experiments.estimates import cpu_flags, has_native_bf16
+
+    flags = cpu_flags()
     named = sorted(flags & {"avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
-    return ("avx512-bf16" if {"avx512_bf16", "amx_bf16"} & flags else "avx2"), named
+    return ("avx512-bf16" if has_native_bf16(flags) else "avx2"), named
 
 
 def sample_corpus(folder: Path, size: int, target: Path, seed: int = 0) -> Path:

@@ -139,12 +139,10 @@ print("RESULT " + json.dumps({"step_seconds": timed, "peak_rss_mb": resource.get
 
 
 def cpu_flags() -> list[str]:
-    """The flags that decide CPU speed here: AVX2-only CPUs compute bf16 in software."""
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return []
-    return sorted(flags & {"avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
+    """The flags that decide CPU speed here (AVX2-only CPUs compute bf16 in software)."""
+    from synthrank.experiments.estimates import cpu_flags as all_flags
+
+    return sorted(all_flags() & {"avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
 
 
 def run_side(code: str, spec: dict) -> dict:

@@ -177,13 +177,14 @@ def passages_of(dataset: str, estimates: Estimates) -> tuple[int, str]:
 REFERENCE_PASSAGE_BYTES = 1500
 
 
-def passage_length_scale(dataset: str) -> float:
+def passage_length_scale(dataset: str, passages: int | None = None) -> float:
     """How long a dataset's passages are against the encode rate's reference (at most 1: truncation caps
-    long ones), from the size of its corpus.jsonl on disk; 1 when it is not on disk."""
+    long ones), from the size of its corpus.jsonl on disk; 1 when it is not on disk. ``passages``: the
+    corpus's line count when the caller has it (:func:`passages_of`), so the file is not read again."""
     folder = _folder(dataset)
     if folder is None or not (folder / "corpus.jsonl").is_file():
         return 1.0
-    lines = _count_lines(folder / "corpus.jsonl")
+    lines = _count_lines(folder / "corpus.jsonl") if passages is None else passages
     if lines == 0:
         return 1.0
     return min(1.0, (folder / "corpus.jsonl").stat().st_size / lines / REFERENCE_PASSAGE_BYTES)
@@ -311,7 +312,7 @@ def _estimate_one(config, stage, rates: Estimates, queries_by_stage: dict[str, i
         else:
             queries, _ = queries_of(spec["dataset"], spec.get("split"), rates)
         devices = rates.eval_devices
-        scale = passage_length_scale(spec["dataset"])
+        scale = passage_length_scale(spec["dataset"], passages) if source == "on disk" else 1.0
         length = f", x{scale:.2f} for their length" if scale < 1 else ""
         # queries are short: count each as a tenth of a passage
         texts = passages * scale + queries * 0.1
