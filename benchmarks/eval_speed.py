@@ -4,14 +4,23 @@ the same data, in one run, each in fp32 and in bf16. Each side runs in its own f
 model load included.
 
     SYNTHRANK_DATA_DIR=../shared/data .venv/bin/python benchmarks/eval_speed.py [--repeats 1] \
-        [--sides st-fp32,st-bf16,synthrank-fp32,synthrank-bf16] [--corpus-sample 1000]
+        [--sides st-fp32,st-bf16,synthrank-fp32,synthrank-bf16,synthrank-int8] [--corpus-sample 1000] \
+        [--emulate-avx2]
 
 bf16 is fast only on CPUs with native bf16 (AVX-512-BF16 / AMX); on AVX2-only CPUs torch
 emulates it. ``--corpus-sample N`` evaluates on a random N-passage subset of the corpus that
 keeps every judged passage (so nDCG@10 is higher than on the full corpus, and the same for
 all sides): it keeps the slow emulated-bf16 sides affordable on AVX2 machines.
 
-Writes benchmarks/results/eval_speed-<cpu kind>.json (``avx512-bf16`` or ``avx2``). Run it on
+``synthrank-int8`` is the opt-in fast path (``--dtype int8``: dynamically quantized Linear layers).
+``--emulate-avx2`` runs every side as an AVX2-only CPU would on an AVX-512 one: torch's ATen
+kernels, oneDNN, MKL and fbgemm (the int8 kernels) are each capped at AVX2 through their own
+variables (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA, MKL_ENABLE_INSTRUCTIONS,
+FBGEMM_ENABLE_INSTRUCTIONS); memory and caches stay those of the machine, so figures from a real
+AVX2 CPU are better evidence where one is at hand.
+
+Writes benchmarks/results/eval_speed-<cpu kind>.json (``avx512-bf16``, ``avx2``, or
+``avx2-emulated``). Run it on
 a quiet machine: with 2 cores any other busy process distorts both sides.
 """
 
@@ -98,7 +107,10 @@ def sample_corpus(folder: Path, size: int, target: Path, seed: int = 0) -> Path:
     return target
 
 
-SIDES = ("st-fp32", "st-bf16", "synthrank-fp32", "synthrank-bf16")
+SIDES = ("st-fp32", "st-bf16", "synthrank-fp32", "synthrank-bf16", "synthrank-int8")
+# Caps every kernel library torch uses on CPU at AVX2 (see the module docstring).
+AVX2_ONLY = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+             "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2"}
 
 
 def main() -> None:
@@ -107,6 +119,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--sides", default=",".join(SIDES), help=f"comma-separated subset of {', '.join(SIDES)}")
     parser.add_argument("--corpus-sample", type=int, default=0, help="evaluate on N passages (0: the full corpus)")
+    parser.add_argument("--emulate-avx2", action="store_true", help="cap torch's kernels at AVX2 (see above)")
     args = parser.parse_args()
     sides = [s.strip() for s in args.sides.split(",") if s.strip()]
     unknown = set(sides) - set(SIDES)
@@ -116,6 +129,9 @@ def main() -> None:
     data_dir = Path(env.get("SYNTHRANK_DATA_DIR", REPO.parent / "shared" / "data"))
     env["SYNTHRANK_DATA_DIR"] = str(data_dir)
     kind, flags = cpu_kind()
+    if args.emulate_avx2:
+        env.update(AVX2_ONLY)
+        kind = "avx2-emulated"
     python = sys.executable
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -133,7 +149,7 @@ def main() -> None:
                 else:
                     result_file = Path(tmp) / "result.json"
                     seconds, _ = timed([python, "-m", "synthrank", "eval", "--dataset", str(folder), "--no-cache",
-                                        "--dtype", {"fp32": "float32", "bf16": "bfloat16"}[dtype], "--quiet",
+                                        "--dtype", {"fp32": "float32", "bf16": "bfloat16", "int8": "int8"}[dtype], "--quiet",
                                         "--output", str(result_file)], env)
                     ndcg = json.loads(result_file.read_text())["metrics"]["nDCG@10"]
                 rows.append({"side": side, "repeat": repeat, "seconds": round(seconds, 2),
@@ -151,7 +167,9 @@ def main() -> None:
             "st-bf16": "the same with the model cast to bfloat16",
             "synthrank-fp32": "synthrank eval --no-cache --dtype float32 (length-sorted token-budget batches)",
             "synthrank-bf16": "synthrank eval --no-cache --dtype bfloat16",
+            "synthrank-int8": "synthrank eval --no-cache --dtype int8 (opt-in: dynamically quantized Linear layers)",
         },
+        "emulated_avx2": AVX2_ONLY if args.emulate_avx2 else None,
         "seconds": {s: round(mean[s], 2) for s in sides},
         "passages_per_second": {s: round(passages / mean[s], 2) for s in sides},
         f"speed_vs_{reference}": {s: round(mean[reference] / mean[s], 3) for s in sides},

@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Optional, get_args
 
 import typer
 
@@ -37,7 +37,9 @@ def eval_command(
                                                 "(under torchrun use --run-file: torchrun reads --run as its --run-path).")] = None,
     measures: Annotated[str, typer.Option(help="Comma-separated ir_measures names.")] = "nDCG@10,RR@10,R@100",
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the embedding cache.")] = False,
-    dtype: Annotated[str, typer.Option(help="Inference precision: auto (bf16 where native), float32, bfloat16.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="Inference precision: auto (bf16 where native), float32, bfloat16, "
+                                       "or int8 (opt-in fast CPU path: dynamically quantized Linear layers; "
+                                       "scores move slightly).")] = "auto",
     pooling: Annotated[Optional[str], typer.Option(help="Override pooling: mean, cls or last.")] = None,
     normalize: Annotated[Optional[bool], typer.Option("--normalize/--no-normalize", help="Override L2 normalisation.")] = None,
     query_prefix: Annotated[str, typer.Option(help="Text put before every query.")] = "",
@@ -56,8 +58,10 @@ def eval_command(
 
     if pooling not in (None, "mean", "cls", "last"):
         fail(f"--pooling must be mean, cls or last, not {pooling!r}")
-    if dtype not in ("auto", "float32", "bfloat16"):
-        fail(f"--dtype must be auto, float32 or bfloat16, not {dtype!r}")
+    from synthrank.models.encoder import Dtype
+
+    if dtype not in get_args(Dtype):
+        fail(f"--dtype must be one of {', '.join(get_args(Dtype))}, not {dtype!r}")
     encoder_options = {"dtype": dtype, "pooling": pooling, "normalize": normalize, "query_prefix": query_prefix,
                        "passage_prefix": passage_prefix, "trust_remote_code": trust_remote_code}
     if max_length is not None:

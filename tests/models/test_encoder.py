@@ -56,6 +56,32 @@ def test_bf16_stays_close_to_fp32(tiny_model_dir):
     assert cosine.min() > 0.999
 
 
+def test_int8_is_close_to_fp32_and_leaves_the_float_model_alone(tiny_model_dir):
+    """The opt-in int8 path quantizes a copy for inference: training keeps the float Linear layers."""
+    fp32 = Encoder(EncoderConfig(model=str(tiny_model_dir), dtype="float32")).encode(TEXTS, show_progress=False)
+    encoder = Encoder(EncoderConfig(model=str(tiny_model_dir), dtype="int8"))
+    int8 = encoder.encode(TEXTS, show_progress=False)
+    cosine = (fp32 * int8).sum(1) / np.linalg.norm(fp32, axis=1) / np.linalg.norm(int8, axis=1)
+    assert cosine.min() > 0.99
+    assert not np.array_equal(fp32, int8)  # it did run quantized
+    linears = [m for m in encoder.model.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(type(m) is torch.nn.Linear for m in linears)
+    assert encoder.fingerprint() != Encoder(EncoderConfig(model=str(tiny_model_dir), dtype="float32")).fingerprint()
+
+
+@pytest.mark.slow
+def test_int8_minilm_ranks_like_fp32_on_scifact_passages(data_dir):
+    """On real text the bundled MiniLM's int8 vectors stay within a small angle of fp32 (measured:
+    mean cosine 0.982, lowest 0.973 over these 40 abstracts)."""
+    from synthrank.data import load_beir
+
+    docs = load_beir(data_dir / "scifact", "test").corpus.documents()[:40]
+    fp32 = Encoder(EncoderConfig(dtype="float32")).encode(docs, show_progress=False)
+    int8 = Encoder(EncoderConfig(dtype="int8")).encode(docs, show_progress=False)
+    cosine = (fp32 * int8).sum(1)  # both unit length
+    assert cosine.mean() > 0.975 and cosine.min() > 0.95
+
+
 def test_token_budget_batches():
     encoded = [10, 8, 8, 3, 1]  # token counts
     # longest first: [0, 1] pads to 2 x 10 = 20 tokens (the budget, allowed); [2, 3] to 2 x 8;
