@@ -38,7 +38,7 @@ def eval_command(
     measures: Annotated[str, typer.Option(help="Comma-separated ir_measures names.")] = "nDCG@10,RR@10,R@100",
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the embedding cache.")] = False,
     dtype: Annotated[str, typer.Option(help="Inference precision: auto (bf16 where native), float32, bfloat16, "
-                                       "or int8 (opt-in fast CPU path: dynamically quantized Linear layers; "
+                                       "or int8 (opt-in, CPU only: dynamically quantized Linear layers; "
                                        "scores move slightly).")] = "auto",
     pooling: Annotated[Optional[str], typer.Option(help="Override pooling: mean, cls or last.")] = None,
     normalize: Annotated[Optional[bool], typer.Option("--normalize/--no-normalize", help="Override L2 normalisation.")] = None,
