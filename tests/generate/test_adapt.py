@@ -215,7 +215,14 @@ def test_query_validator():
     example = "how many minutes to boil an egg for a runny yolk"
     assert check("how many minutes to boil an egg for a soft-boiled egg", document, examples=[example]) == \
         "copy of a few-shot example"
-    assert check("how many minutes do zebrafish hearts need to heal", document, examples=[example]) is None
+    # wording carried over from the example rather than taken from the document
+    assert check("how many minutes do zebrafish hearts need to heal", document, examples=[example]) == \
+        "borrows the few-shot example's wording: how many minutes"
+    assert check("how many days do zebrafish hearts need to heal", document, examples=[example]) is None
+    # a shared question opening made of function words is not content
+    assert check("how do zebrafish hearts heal after injury", document, examples=["how do i boil an egg"]) is None
+    assert check("high caffeine intake promotes glioblastoma", document,
+                 examples=["High caffeine intake before bed delays sleep onset."]).startswith("borrows")
 
 
 def test_neighbour_rule():

@@ -165,6 +165,12 @@ def parse_query(text: str) -> str:
 _META = re.compile(r"\b(?:the|this|that|above|given|following)\s+(?:document|article|text|passage|abstract)\b", re.I)
 
 
+# Question openings such as "what is the" may be shared with an example without copying its content.
+_FUNCTION_WORDS = frozenset(
+    "a an the of in on at to for from by with and or is are was were be been do does did can could should "
+    "would will what which who whom whose when where why how many much is it its this that these those".split())
+
+
 def _trigrams(tokens: list[str]) -> set[tuple[str, ...]]:
     return {tuple(tokens[i:i + 3]) for i in range(len(tokens) - 2)}
 
@@ -200,10 +206,18 @@ class QueryValidator:
             if copied >= self.max_copied_trigrams:
                 return f"copied from the document ({copied:.0%} of its word trigrams)"
         mine = set(tokens)
+        document_grams = _trigrams(words(document))
         for example in examples:  # small models reuse the example's wording for any document
             theirs = set(words(example))
             if theirs and len(mine & theirs) / len(mine | theirs) >= self.example_jaccard:
                 return "copy of a few-shot example"
+            # A phrase of the example that the document does not contain is carried over from the
+            # prompt, not taken from the document (SmolLM2-135M put the example's "high caffeine
+            # intake before bed" into claims about glioblastoma and obesity).
+            borrowed = {gram for gram in _trigrams(tokens) & _trigrams(words(example)) - document_grams
+                        if not set(gram) <= _FUNCTION_WORDS}
+            if borrowed:
+                return "borrows the few-shot example's wording: " + " ".join(sorted(borrowed)[0])
         for other in others:
             theirs = set(words(other))
             if theirs and len(mine & theirs) / len(mine | theirs) >= self.duplicate_jaccard:
