@@ -86,8 +86,8 @@ def test_dry_run_of_the_shipped_adapt_config(data_dir, monkeypatch):
     result = CliRunner().invoke(app, ["experiment", str(REPO / "configs" / "adapt-scifact.toml"), "--dry-run",
                                       "--output", "/nonexistent/adapt-dry-run"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    for key in ("adapt/scifact-docs", "train/ws2-adapt", "train/infonce-adapt", "eval/base@scifact-test",
-                "eval/ws2-adapt@scifact-train"):
+    for key in ("adapt/scifact-docs", "train/ws2-adapt-seed0", "train/infonce-adapt-seed2", "eval/base@scifact-test",
+                "eval/ws2-adapt-seed1@scifact-train"):
         assert key in result.output
     assert "unknown" not in result.output.split("adapt/scifact-docs", 1)[1].splitlines()[0]  # estimated
     stages = {s.key: s for s in plan(config)}
