@@ -149,6 +149,48 @@ def test_bad_queries_are_rejected_with_reasons_and_retried(tmp_path, corpus_dir)
     assert set(q["failure_reasons"]) == {"empty query", "copied a sentence of the document", "too long"}
 
 
+@pytest.mark.parametrize("rule, generated", [("first-sentence", 2), ("reject", 0)])
+def test_an_answer_cut_by_the_token_budget_keeps_its_first_sentence(tmp_path, corpus_dir, rule, generated):
+    def responder(request, n):
+        document = document_of(request.messages)
+        word = next(w for w, _, _ in TOPICS if w in document.lower())
+        if word == "zebrafish":  # one run-on sentence: nothing complete to keep
+            text = "Zebrafish hearts regrow because cardiomyocytes divide again after an injury and"
+        else:
+            text = f"Adult {word} research shows a clear effect. The study then goes on to describe the"
+        return Completion(text=text, tokens_in=100, tokens_out=64, finish_reason="length")
+
+    result = run(corpus_dir, tmp_path / "out", ScriptedBackend(responder), documents=None, limit=3,
+                 max_attempts=1, cut_off=rule)
+    q = result.manifest["query_generation"]
+    assert q["generated"] == generated and q["failed"] == 3 - generated
+    if rule == "first-sentence":
+        queries = load_beir(tmp_path / "out", split="train").queries
+        assert sorted(queries.values()) == ["Adult microbiome research shows a clear effect.",
+                                            "Adult telomerase research shows a clear effect."]
+        assert [f["document"] for f in result.manifest["failures"]] == ["d0"]
+        assert "cut off by the token limit" in result.manifest["failures"][0]["reason"]
+
+
+def test_few_shot_examples_are_drawn_per_document_and_attempt(tmp_path, corpus_dir):
+    pool = [{"document": f"Example abstract number {i} about topic {i}.", "query": f"Claim number {i} holds."}
+            for i in range(4)]
+    (tmp_path / "pool.json").write_text(json.dumps(pool))
+    backend = ScriptedBackend(lambda request, n: topic_query(request.messages))
+    run(corpus_dir, tmp_path / "out", backend, documents=None, limit=8, few_shot=tmp_path / "pool.json",
+        few_shot_per_query=1)
+    shown = [[m["content"] for m in c.messages if m["role"] == "assistant"] for c in backend.calls]
+    assert all(len(examples) == 1 for examples in shown)
+    assert len({examples[0] for examples in shown}) > 1  # not the same example for every document
+    again = ScriptedBackend(lambda request, n: topic_query(request.messages))
+    run(corpus_dir, tmp_path / "again", again, documents=None, limit=8, few_shot=tmp_path / "pool.json",
+        few_shot_per_query=1)
+    assert sorted(map(str, shown)) == sorted(
+        str([m["content"] for m in c.messages if m["role"] == "assistant"]) for c in again.calls)  # seeded
+    with pytest.raises(ValueError, match="few_shot_per_query"):
+        run(corpus_dir, tmp_path / "bad", backend, documents=2, few_shot_per_query=0)
+
+
 def test_round_trip_filter_drops_queries_whose_document_is_not_found(tmp_path, corpus_dir):
     def responder(request, n):
         if "zebrafish" in document_of(request.messages).lower():
@@ -199,6 +241,7 @@ def test_parse_query_strips_labels_quotes_and_json():
     assert parse_query('```json\n{"query": "gut bacteria and weight"}\n```') == "gut bacteria and weight"
     assert parse_query("Here is a search query:\n\nmalaria invasion proteins") == "malaria invasion proteins"
     assert parse_query("   ") == ""
+    assert parse_query("Document: Nrg1 signalling guides interneurons.") == "Nrg1 signalling guides interneurons."
 
 
 def test_query_validator():

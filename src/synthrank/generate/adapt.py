@@ -275,6 +275,7 @@ def adapt(
     system_prompt: str | Path | None = None,
     query_prompt: str | Path | None = None,
     few_shot: str | Path | bool = True,
+    few_shot_per_query: int | None = None,
     temperature: float = 0.7,
     top_p: float = 0.95,
     max_tokens: int = 64,
@@ -283,6 +284,7 @@ def adapt(
     max_document_words: int = 256,
     max_copied_trigrams: float = 0.8,
     max_attempts: int = 3,
+    cut_off: str = "first-sentence",
     retry_failed: bool = False,
     filter: bool = True,
     filter_top_k: int = 20,
@@ -332,7 +334,8 @@ def adapt(
     config = QueryConfig(per_level=queries_per_doc, temperature=temperature, top_p=top_p,
                          max_tokens_per_passage=max_tokens, min_words=min_words, max_words=max_words,
                          max_attempts=max_attempts, seed=seed, style=style, max_document_words=max_document_words,
-                         max_copied_trigrams=max_copied_trigrams)
+                         max_copied_trigrams=max_copied_trigrams, few_shot_per_query=few_shot_per_query,
+                         cut_off=cut_off)
     prompts = QueryPromptSet.load(system_prompt, query_prompt, few_shot)
     owned = backend_instance is None
     engine = backend_instance or build_backend(backend, model, concurrency, **(backend_options or {}))

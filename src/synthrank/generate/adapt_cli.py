@@ -47,6 +47,8 @@ def adapt_command(
     few_shot: Annotated[Optional[Path], typer.Option("--few-shot", help="JSON/JSONL [{document, query}] examples "
                                                                         "in your users' style (default: a built-in one)")] = None,
     no_few_shot: Annotated[bool, typer.Option("--no-few-shot", help="Send no few-shot example")] = False,
+    few_shot_per_query: Annotated[Optional[int], typer.Option("--few-shot-per-query", help="Examples shown per "
+                                                              "request, drawn from the few-shot file (default: all)")] = None,
     min_words: Annotated[int, typer.Option("--min-words", help="Reject queries shorter than this")] = 3,
     max_words: Annotated[int, typer.Option("--max-words", help="Reject queries longer than this")] = 32,
     max_document_words: Annotated[int, typer.Option("--max-document-words", help="Words of a document shown to the LLM")] = 256,
@@ -54,6 +56,8 @@ def adapt_command(
                                                                   "trigrams with the document")] = 0.8,
     max_tokens: Annotated[int, typer.Option("--max-tokens", help="Token budget per query")] = 64,
     max_attempts: Annotated[int, typer.Option("--max-attempts", help="Answers tried per query before it is recorded as failed")] = 3,
+    cut_off: Annotated[str, typer.Option("--cut-off", help="An answer cut by the token budget: first-sentence "
+                                                           "(keep its first complete sentence) or reject")] = "first-sentence",
     temperature: Annotated[float, typer.Option("--temperature")] = 0.7,
     top_p: Annotated[float, typer.Option("--top-p")] = 0.95,
     no_filter: Annotated[bool, typer.Option("--no-filter", help="Keep every query (no round-trip filter)")] = False,
@@ -97,6 +101,7 @@ def adapt_command(
             limit=limit, min_document_words=min_document_words, shard=shard, merge_from=merge_from,
             backend=backend, model=model, concurrency=concurrency, style=style, system_prompt=system_prompt,
             query_prompt=query_prompt, few_shot=False if no_few_shot else (few_shot or True),
+            few_shot_per_query=few_shot_per_query, cut_off=cut_off,
             temperature=temperature, top_p=top_p, max_tokens=max_tokens, min_words=min_words, max_words=max_words,
             max_document_words=max_document_words, max_copied_trigrams=max_copied, max_attempts=max_attempts,
             retry_failed=retry_failed, filter=not no_filter, filter_top_k=filter_top_k,
