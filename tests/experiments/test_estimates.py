@@ -109,3 +109,46 @@ def test_short_passages_are_estimated_to_encode_faster(tmp_path):
     assert passage_length_scale(str(long)) == 1.0  # truncation caps long passages
     assert abs(passage_length_scale(str(short)) - 0.25) < 0.01
     assert passage_length_scale(str(tmp_path / "missing")) == 1.0
+
+
+def test_fp32_training_is_estimated_at_the_fp32_rate_on_every_cpu_kind(tmp_path, monkeypatch):
+    from synthrank.experiments.estimates import TRAIN_RATE_FP32, TRAIN_RATE_NATIVE_BF16, default_train_rate
+
+    assert default_train_rate({"avx512_bf16"}, bf16=False) == TRAIN_RATE_FP32
+    assert default_train_rate({"avx512_bf16"}, bf16=True) == TRAIN_RATE_NATIVE_BF16
+    monkeypatch.setenv("SYNTHRANK_DATA_DIR", str(tmp_path / "no-data"))
+    recipe = {"mode": "graded", "group_size": 4, "sources": [{"dataset": "scifact", "split": "train"}]}
+    config = parse_experiment({
+        "name": "t", "output": str(tmp_path / "run"), "train": {"max_steps": 10, "batch_size": 16},
+        "settings": [{"name": "fp32", "loss": "ws2", "recipe": recipe},
+                     {"name": "bf16", "loss": "ws2", "recipe": recipe, "train": {"bf16": True}}],
+        "eval": {"datasets": [{"dataset": "scifact"}]}})
+    stages = {s.key: s for s in plan(config)}
+    assert stages["train/fp32"].estimate_s == pytest.approx(160 / TRAIN_RATE_FP32)
+    assert "fp32" in stages["train/fp32"].estimate_basis
+    assert stages["train/bf16"].estimate_s == pytest.approx(160 / default_train_rate(bf16=True))
+    assert "in fp32" in format_plan(list(stages.values()), config.estimates)
+
+
+def test_a_second_eval_set_of_the_same_corpus_reads_the_embedding_cache(tmp_path, monkeypatch):
+    folder = tmp_path / "data" / "mine"
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text("".join(f'{{"_id": "d{i}", "text": "passage {i}"}}\n' for i in range(400)))
+    (folder / "queries.jsonl").write_text("".join(f'{{"_id": "q{i}", "text": "query {i}"}}\n' for i in range(30)))
+    for split, ids in (("dev", range(10)), ("test", range(10, 30))):
+        (folder / "qrels" / f"{split}.tsv").write_text(
+            "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in ids))
+    monkeypatch.setenv("SYNTHRANK_DATA_DIR", str(tmp_path / "data"))
+    config = parse_experiment({
+        "name": "t", "output": str(tmp_path / "run"), "estimates": {"encode_passages_per_s_per_device": 10.0},
+        "eval": {"datasets": [{"dataset": "mine", "split": "test"}, {"dataset": "mine", "split": "dev"}]}})
+    test, dev = plan(config)
+    assert test.estimate_s == pytest.approx((400 * _scale("mine") + 20 * 0.1) / 10)
+    assert dev.estimate_s == pytest.approx(10 * 0.1 / 10)  # queries only: the corpus vectors are cached
+    assert "from the embedding cache" in dev.estimate_basis
+
+
+def _scale(dataset: str) -> float:
+    from synthrank.experiments.estimates import passage_length_scale
+
+    return passage_length_scale(dataset)

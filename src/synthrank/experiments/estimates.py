@@ -80,9 +80,10 @@ def default_encode_rate(flags: set[str] | None = None) -> float:
     return ENCODE_RATE_NATIVE_BF16 if has_native_bf16(flags) else ENCODE_RATE_FP32
 
 
-def default_train_rate(flags: set[str] | None = None) -> float:
-    """The training rate (queries/s) to assume on this CPU kind."""
-    return TRAIN_RATE_NATIVE_BF16 if has_native_bf16(flags) else TRAIN_RATE_FP32
+def default_train_rate(flags: set[str] | None = None, bf16: bool = True) -> float:
+    """The training rate (queries/s) to assume on this CPU kind; fp32 training (``bf16`` off) runs
+    at the fp32 rate on every CPU kind."""
+    return TRAIN_RATE_NATIVE_BF16 if bf16 and has_native_bf16(flags) else TRAIN_RATE_FP32
 
 
 class Estimates(BaseModel):
@@ -114,10 +115,14 @@ class Estimates(BaseModel):
 
     def lines(self) -> list[str]:
         """The assumptions, one line each, for the plan's header."""
-        return [f"  {name} = {getattr(self, name):g}" for name in (
+        lines = [f"  {name} = {getattr(self, name):g}" for name in (
             "generate_tokens_per_s_per_device", "generate_tokens_per_passage", "encode_passages_per_s_per_device",
             "train_queries_per_s_per_device", "bm25_passages_per_s", "adapt_queries_per_s", "adapt_filter_yield",
             "eval_devices")]
+        if "train_queries_per_s_per_device" not in self.model_fields_set:
+            lines[3] = (f"  train_queries_per_s_per_device = {default_train_rate(bf16=True):g} with bf16 = true, "
+                        f"{default_train_rate(bf16=False):g} in fp32 (this CPU kind)")
+        return lines
 
 
 class Unknown(Exception):
@@ -235,9 +240,10 @@ def estimate_stages(config, ordered: list) -> None:
     """Set ``estimate_s`` and ``estimate_basis`` of every stage (``None`` and the reason when unknown)."""
     rates: Estimates = config.estimates
     queries_by_stage: dict[str, int] = {}
+    encoded: set[tuple[str, str]] = set()  # (model, corpus) pairs an earlier eval stage encodes
     for stage in ordered:
         try:
-            stage.estimate_s, stage.estimate_basis = _estimate_one(config, stage, rates, queries_by_stage)
+            stage.estimate_s, stage.estimate_basis = _estimate_one(config, stage, rates, queries_by_stage, encoded)
         except Unknown as reason:
             stage.estimate_s, stage.estimate_basis = None, f"unknown: {reason}"
         except Exception as error:  # e.g. an unreadable qrels file: the plan still prints, and says why
@@ -250,7 +256,8 @@ def _without_holdout(config, spec: dict) -> dict:
     return {key: sources.get(value, value) if isinstance(value, str) else value for key, value in spec.items()}
 
 
-def _estimate_one(config, stage, rates: Estimates, queries_by_stage: dict[str, int]) -> tuple[float, str]:
+def _estimate_one(config, stage, rates: Estimates, queries_by_stage: dict[str, int],
+                  encoded: set[tuple[str, str]] | None = None) -> tuple[float, str]:
     spec = _without_holdout(config, stage.spec)
     if stage.kind == "holdout":
         return 0.0, "splits a qrels file"
@@ -301,9 +308,13 @@ def _estimate_one(config, stage, rates: Estimates, queries_by_stage: dict[str, i
                 queries, what = max(known), "from upstream stages"
             queries = math.ceil(queries * float(options.get("epochs", 1)))
             what = f"{queries:,} queries ({what}, {options.get('epochs', 1)} epoch(s))"
-        return queries / (rates.train_queries_per_s_per_device * devices), (
-            f"{what} / ({rates.train_queries_per_s_per_device:g} queries/s x {devices} device"
-            f"{'s' if devices > 1 else ''})")
+        rate = rates.train_queries_per_s_per_device
+        if "train_queries_per_s_per_device" not in rates.model_fields_set:
+            rate = default_train_rate(bf16=bool(options.get("bf16")))
+        precision = "" if "train_queries_per_s_per_device" in rates.model_fields_set else (
+            ", bf16" if options.get("bf16") else ", fp32")
+        return queries / (rate * devices), (
+            f"{what} / ({rate:g} queries/s{precision} x {devices} device{'s' if devices > 1 else ''})")
     if stage.kind == "eval":
         passages, source = passages_of(spec["dataset"], rates)
         held_out = {f"{{holdout.{job.name}}}": job.size for job in getattr(config, "holdout", [])}
@@ -314,12 +325,24 @@ def _estimate_one(config, stage, rates: Estimates, queries_by_stage: dict[str, i
         devices = rates.eval_devices
         scale = passage_length_scale(spec["dataset"], passages) if source == "on disk" else 1.0
         length = f", x{scale:.2f} for their length" if scale < 1 else ""
-        # queries are short: count each as a tenth of a passage
-        texts = passages * scale + queries * 0.1
+        corpus = (spec["model"], _corpus_identity(spec["dataset"]))
+        cached = encoded is not None and corpus in encoded
+        if encoded is not None:
+            encoded.add(corpus)
+        # queries are short: count each as a tenth of a passage; a corpus this model already
+        # encoded for another eval set (e.g. a dev split of the same collection) comes from the cache
+        texts = (0 if cached else passages * scale) + queries * 0.1
+        what = f"{passages:,} passages from the embedding cache" if cached else f"{passages:,} passages ({source}{length})"
         return texts / (rates.encode_passages_per_s_per_device * devices), (
-            f"encode {passages:,} passages ({source}{length}) + {queries:,} queries / "
+            f"encode {what} + {queries:,} queries / "
             f"({rates.encode_passages_per_s_per_device:g}/s x {devices} device{'s' if devices > 1 else ''})")
     raise Unknown(f"no estimate for stage kind {stage.kind!r}")
+
+
+def _corpus_identity(dataset: str) -> str:
+    """The corpus file a dataset's splits share (its resolved path), else the dataset's name."""
+    folder = _folder(dataset)
+    return str((folder / "corpus.jsonl").resolve()) if folder is not None else dataset
 
 
 def _recipe_queries(recipe: dict, rates: Estimates) -> int:
