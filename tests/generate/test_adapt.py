@@ -493,3 +493,26 @@ def test_round_trip_filter_with_the_base_dense_retriever(tmp_path, corpus_dir, t
     expected_kept = sum(f"d{i}" in ranking[f"d{i}-Q0"] for i in range(6))
     assert f["kept"] == expected_kept and f["kept"] + f["dropped"] == 6
     assert all(d["source_rank"] is None or d["source_rank"] > 3 for d in result.manifest["dropped"])
+
+
+def test_neighbours_from_the_base_dense_retriever(tmp_path, corpus_dir, tiny_model_dir):
+    from synthrank.generate.adapt import bm25_rankings, dense_rankings, grade_neighbours, load_documents
+
+    backend = ScriptedBackend(lambda request, n: topic_query(request.messages))
+    result = run(corpus_dir, tmp_path / "out", backend, documents=None, limit=6, neighbour_retriever="base",
+                 base_model=str(tiny_model_dir), neighbours="1-2=1")
+    c = result.manifest["contexts"]
+    assert c["neighbour_retriever"] == "base" and c["neighbour_model"] == str(tiny_model_dir)
+    ds = load_beir(tmp_path / "out", split="train")
+    docs = load_documents(corpus_dir / "corpus.jsonl")
+    dense = dense_rankings(docs, dict(ds.queries), 3, str(tiny_model_dir))
+    bm25 = bm25_rankings(docs, dict(ds.queries), 3)
+    differs = False
+    for qid, judged in ds.qrels.items():
+        source = qid.rsplit("-Q", 1)[0]
+        expected = grade_neighbours(dense[qid], source, [(1, 2, 1)])
+        assert {pid: g for pid, g in judged.items() if pid != source} == expected  # the dense neighbours, graded 1
+        differs |= expected != grade_neighbours(bm25[qid], source, [(1, 2, 1)])
+    assert differs  # not BM25's neighbours under another name
+    with pytest.raises(ValueError, match="neighbour_retriever"):
+        run(corpus_dir, tmp_path / "bad", backend, documents=2, neighbour_retriever="splade")

@@ -33,6 +33,7 @@ import re
 import time
 from collections import Counter
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from synthrank import __version__
@@ -234,22 +235,23 @@ def round_trip(queries: dict[str, str], sources: dict[str, str], ranking: dict[s
     return kept, dropped
 
 
-def build_contexts(queries: dict[str, str], sources: dict[str, str], bm25: dict[str, list[str]],
+def build_contexts(queries: dict[str, str], sources: dict[str, str], ranking: dict[str, list[str]],
                    bands: list[tuple[int, int, int]], docs: Corpus, random_negatives: int,
                    seed: int) -> tuple[dict[str, dict[str, int]], int]:
-    """Each query's graded real documents: its source at level 3, BM25 neighbours graded by the
-    rule, ``random_negatives`` random documents at 0. Also returns how many queries got fewer
-    neighbours than the rule asks for (BM25 found too few documents sharing a term)."""
+    """Each query's graded real documents: its source at level 3, its neighbours in ``ranking``
+    (BM25 or the base retriever) graded by the rule, ``random_negatives`` random documents at 0.
+    Also returns how many queries got fewer neighbours than the rule asks for (BM25 found too few
+    documents sharing a term)."""
     wanted = sum(last - first + 1 for first, last, _ in bands)
     qrels: dict[str, dict[str, int]] = {}
     short = 0
     for qid in queries:
         source = sources[qid]
         context = {source: QUERY_GRADE}
-        context.update(grade_neighbours(bm25.get(qid, []), source, bands))
+        context.update(grade_neighbours(ranking.get(qid, []), source, bands))
         short += len(context) - 1 < wanted
         if random_negatives:
-            context.update(_random_negatives(docs, qid, context, set(bm25.get(qid, [])), random_negatives, seed))
+            context.update(_random_negatives(docs, qid, context, set(ranking.get(qid, [])), random_negatives, seed))
         qrels[qid] = context
     return qrels, short
 
@@ -291,6 +293,7 @@ def adapt(
     filter_retriever: str = "bm25",
     base_model: str = "all-MiniLM-L6-v2",
     neighbours: str = DEFAULT_NEIGHBOUR_RULE,
+    neighbour_retriever: str = "bm25",
     random_negatives: int = 0,
     grounded: bool = False,
     grounded_levels: int = 4,
@@ -303,6 +306,8 @@ def adapt(
     source documents and export a BEIR training folder with a manifest into ``output``."""
     if filter_retriever not in RETRIEVERS:
         raise ValueError(f"filter_retriever must be one of {', '.join(RETRIEVERS)}, not {filter_retriever!r}")
+    if neighbour_retriever not in RETRIEVERS:
+        raise ValueError(f"neighbour_retriever must be one of {', '.join(RETRIEVERS)}, not {neighbour_retriever!r}")
     if filter_top_k < 1:
         raise ValueError(f"filter_top_k must be >= 1, got {filter_top_k}")
     if random_negatives < 0:
@@ -345,7 +350,7 @@ def adapt(
                            limit=limit, min_document_words=min_document_words, shard=shard,
                            retry_failed=retry_failed, filter=filter, filter_top_k=filter_top_k,
                            filter_retriever=filter_retriever, base_model=base_model, neighbours=neighbours,
-                           bands=bands, random_negatives=random_negatives, grounded=grounded,
+                           neighbour_retriever=neighbour_retriever, bands=bands, random_negatives=random_negatives, grounded=grounded,
                            grounded_levels=grounded_levels, grounded_prompt=grounded_prompt, progress=progress)
     finally:
         if owned:
@@ -355,7 +360,8 @@ def adapt(
 def _adapt_with(engine, prompts: QueryPromptSet, config: QueryConfig, docs: Corpus, corpus_path: Path,
                 selected: dict[str, str], output: Path, timings: dict[str, float], started: float, *,
                 documents, queries_per_doc, sampling, seed, limit, min_document_words, shard, retry_failed, filter,
-                filter_top_k, filter_retriever, base_model, neighbours, bands, random_negatives, grounded,
+                filter_top_k, filter_retriever, base_model, neighbours, neighbour_retriever, bands, random_negatives,
+                grounded,
                 grounded_levels, grounded_prompt, progress) -> AdaptResult:
     """The steps after the backend is built: queries, filter, contexts, grounded levels, export."""
     generator = QueryGenerator(engine, prompts, config)
@@ -383,19 +389,23 @@ def _adapt_with(engine, prompts: QueryPromptSet, config: QueryConfig, docs: Corp
     query_texts = {qid: text for qid, (_, text) in generated.items()}
     sources = {qid: doc_id for qid, (doc_id, _) in generated.items()}
     neighbour_depth = max((last for _, last, _ in bands), default=0) + 1  # +1: the source may rank among them
-    depth = max(neighbour_depth, filter_top_k if filter and filter_retriever == "bm25" else 0)
-    bm25 = bm25_rankings(docs, query_texts, depth, progress) if query_texts and depth else {}
-    if filter and filter_retriever == "base" and query_texts:
-        filter_ranking = dense_rankings(docs, query_texts, filter_top_k, base_model, progress)
-    else:
-        filter_ranking = bm25
+    # One ranking per retriever, deep enough for every use of it (filter window, neighbour bands).
+    depths = {"bm25": 0, "base": 0}
+    if filter:
+        depths[filter_retriever] = filter_top_k
+    depths[neighbour_retriever] = max(depths[neighbour_retriever], neighbour_depth)
+    rankings = {"bm25": bm25_rankings, "base": partial(dense_rankings, model=base_model)}
+    ranked = {name: rankings[name](docs, query_texts, depth, progress=progress) if query_texts and depth else {}
+              for name, depth in depths.items()}
+    filter_ranking = ranked[filter_retriever]
     timings["retrieve"] = time.perf_counter() - step
 
     if filter:
         kept, dropped = round_trip(query_texts, sources, filter_ranking, filter_top_k)
     else:
         kept, dropped = dict(query_texts), []
-    qrels, short_contexts = build_contexts(kept, sources, bm25, bands, docs, random_negatives, seed)
+    qrels, short_contexts = build_contexts(kept, sources, ranked[neighbour_retriever], bands, docs,
+                                           random_negatives, seed)
     row_of = docs.index()
     used = dict.fromkeys(pid for judged in qrels.values() for pid in judged)
     passages = [{"_id": pid, "title": docs.titles[row_of[pid]], "text": docs.texts[row_of[pid]]} for pid in used]
@@ -457,7 +467,8 @@ def _adapt_with(engine, prompts: QueryPromptSet, config: QueryConfig, docs: Corp
             "yield": round(len(kept) / len(generated), 4) if generated else None,
         },
         "contexts": {
-            "queries": len(kept), "neighbour_rule": neighbours, "neighbour_retriever": "bm25",
+            "queries": len(kept), "neighbour_rule": neighbours, "neighbour_retriever": neighbour_retriever,
+            "neighbour_model": base_model if neighbour_retriever == "base" else None,
             "random_negatives": random_negatives, "passages": len(passages),
             "by_grade": {str(g): grade_counts[g] for g in sorted(grade_counts, reverse=True)},
             "short_contexts": short_contexts,

@@ -66,6 +66,9 @@ def adapt_command(
     base_model: Annotated[str, typer.Option("--base-model", help="Dense retriever for --filter-retriever base")] = "all-MiniLM-L6-v2",
     neighbours: Annotated[str, typer.Option("--neighbours", help="BM25 neighbours' grades by rank, source not "
                                                                  "counted: FIRST-LAST=GRADE,... ('' for none)")] = "1-3=1",
+    neighbour_retriever: Annotated[str, typer.Option("--neighbour-retriever", help="Whose neighbours --neighbours "
+                                                                             "grades: bm25, or base (the dense "
+                                                                             "--base-model)")] = "bm25",
     random_negatives: Annotated[int, typer.Option("--random-negatives", help="Random corpus documents per query at level 0")] = 0,
     grounded: Annotated[bool, typer.Option("--grounded", help="Also let the generator write the lower levels "
                                                              "relative to each source document (grounded generation)")] = False,
@@ -106,6 +109,7 @@ def adapt_command(
             max_document_words=max_document_words, max_copied_trigrams=max_copied, max_attempts=max_attempts,
             retry_failed=retry_failed, filter=not no_filter, filter_top_k=filter_top_k,
             filter_retriever=filter_retriever, base_model=base_model, neighbours=neighbours,
+            neighbour_retriever=neighbour_retriever,
             random_negatives=random_negatives, grounded=grounded, grounded_levels=grounded_levels,
             grounded_prompt=grounded_prompt, progress=not quiet,
             backend_options=_backend_options(base_url, api_key_env, timeout, threads, max_retries, device, dtype,

@@ -280,8 +280,11 @@ class QueryConfig(GenerationConfig):
 
     def parameters(self) -> dict:
         params = super().parameters()
-        if params["few_shot_per_query"] is None:  # all examples: the fingerprint stays as before
+        # The behaviour of earlier versions keeps their fingerprint, so their stores resume.
+        if params["few_shot_per_query"] is None:  # all examples
             params.pop("few_shot_per_query")
+        if params["cut_off"] == "reject":
+            params.pop("cut_off")
         return params
 
     @property
