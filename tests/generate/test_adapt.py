@@ -516,3 +516,12 @@ def test_neighbours_from_the_base_dense_retriever(tmp_path, corpus_dir, tiny_mod
     assert differs  # not BM25's neighbours under another name
     with pytest.raises(ValueError, match="neighbour_retriever"):
         run(corpus_dir, tmp_path / "bad", backend, documents=2, neighbour_retriever="splade")
+
+
+def test_the_earlier_behaviour_keeps_its_store_fingerprint():
+    from synthrank.generate.doc_queries import QueryConfig
+
+    earlier = QueryConfig(cut_off="reject").parameters()
+    assert "cut_off" not in earlier and "few_shot_per_query" not in earlier  # stores of earlier versions resume
+    assert QueryConfig().parameters()["cut_off"] == "first-sentence"  # new behaviour, new fingerprint
+    assert QueryConfig(few_shot_per_query=2).parameters()["few_shot_per_query"] == 2
