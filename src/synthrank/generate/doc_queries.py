@@ -11,7 +11,9 @@ Answers are parsed leniently (labels, quotes, numbering, a JSON ``query`` field)
 strictly: empty, too short or too long queries, queries about the document itself ("the above
 document ..."), copies of the document (a whole sentence or most of the query's word trigrams),
 copies of a few-shot example and duplicates of another query for the same document are
-rejected with the reason, and retried until ``max_attempts``.
+rejected with the reason, and retried until ``max_attempts``. An answer cut by the token budget
+keeps its first complete sentence (``cut_off``), and ``few_shot_per_query`` shows a seeded draw
+from a pool of examples rather than all of them.
 """
 
 from __future__ import annotations
