@@ -120,9 +120,16 @@ class Estimates(BaseModel):
             "train_queries_per_s_per_device", "bm25_passages_per_s", "adapt_queries_per_s", "adapt_filter_yield",
             "eval_devices")]
         if "train_queries_per_s_per_device" not in self.model_fields_set:
-            lines[3] = (f"  train_queries_per_s_per_device = {default_train_rate(bf16=True):g} with bf16 = true, "
-                        f"{default_train_rate(bf16=False):g} in fp32 (this CPU kind)")
+            lines[3] = (f"  train_queries_per_s_per_device = {self.train_rate(True)[0]:g} with bf16 = true, "
+                        f"{self.train_rate(False)[0]:g} in fp32 (this CPU kind)")
         return lines
+
+    def train_rate(self, bf16: bool) -> tuple[float, str]:
+        """Training queries/s per device and how it was chosen: the config's figure when it sets
+        one, else this CPU kind's default for the stage's precision."""
+        if "train_queries_per_s_per_device" in self.model_fields_set:
+            return self.train_queries_per_s_per_device, ""
+        return default_train_rate(bf16=bf16), ", bf16" if bf16 else ", fp32"
 
 
 class Unknown(Exception):
@@ -257,7 +264,7 @@ def _without_holdout(config, spec: dict) -> dict:
 
 
 def _estimate_one(config, stage, rates: Estimates, queries_by_stage: dict[str, int],
-                  encoded: set[tuple[str, str]] | None = None) -> tuple[float, str]:
+                  encoded: set[tuple[str, str]]) -> tuple[float, str]:
     spec = _without_holdout(config, stage.spec)
     if stage.kind == "holdout":
         return 0.0, "splits a qrels file"
@@ -308,11 +315,7 @@ def _estimate_one(config, stage, rates: Estimates, queries_by_stage: dict[str, i
                 queries, what = max(known), "from upstream stages"
             queries = math.ceil(queries * float(options.get("epochs", 1)))
             what = f"{queries:,} queries ({what}, {options.get('epochs', 1)} epoch(s))"
-        rate = rates.train_queries_per_s_per_device
-        if "train_queries_per_s_per_device" not in rates.model_fields_set:
-            rate = default_train_rate(bf16=bool(options.get("bf16")))
-        precision = "" if "train_queries_per_s_per_device" in rates.model_fields_set else (
-            ", bf16" if options.get("bf16") else ", fp32")
+        rate, precision = rates.train_rate(bool(options.get("bf16")))
         return queries / (rate * devices), (
             f"{what} / ({rate:g} queries/s{precision} x {devices} device{'s' if devices > 1 else ''})")
     if stage.kind == "eval":
@@ -326,13 +329,12 @@ def _estimate_one(config, stage, rates: Estimates, queries_by_stage: dict[str, i
         scale = passage_length_scale(spec["dataset"], passages) if source == "on disk" else 1.0
         length = f", x{scale:.2f} for their length" if scale < 1 else ""
         corpus = (spec["model"], _corpus_identity(spec["dataset"]))
-        cached = encoded is not None and corpus in encoded
-        if encoded is not None:
-            encoded.add(corpus)
+        cached = corpus in encoded
+        encoded.add(corpus)
         # queries are short: count each as a tenth of a passage; a corpus this model already
         # encoded for another eval set (e.g. a dev split of the same collection) comes from the cache
         texts = (0 if cached else passages * scale) + queries * 0.1
-        what = f"{passages:,} passages from the embedding cache" if cached else f"{passages:,} passages ({source}{length})"
+        what = f"{passages:,} passages " + ("from the embedding cache" if cached else f"({source}{length})")
         return texts / (rates.encode_passages_per_s_per_device * devices), (
             f"encode {what} + {queries:,} queries / "
             f"({rates.encode_passages_per_s_per_device:g}/s x {devices} device{'s' if devices > 1 else ''})")

@@ -350,8 +350,9 @@ def adapt(
                            limit=limit, min_document_words=min_document_words, shard=shard,
                            retry_failed=retry_failed, filter=filter, filter_top_k=filter_top_k,
                            filter_retriever=filter_retriever, base_model=base_model, neighbours=neighbours,
-                           neighbour_retriever=neighbour_retriever, bands=bands, random_negatives=random_negatives, grounded=grounded,
-                           grounded_levels=grounded_levels, grounded_prompt=grounded_prompt, progress=progress)
+                           neighbour_retriever=neighbour_retriever, bands=bands,
+                           random_negatives=random_negatives, grounded=grounded, grounded_levels=grounded_levels,
+                           grounded_prompt=grounded_prompt, progress=progress)
     finally:
         if owned:
             engine.close()
@@ -361,8 +362,7 @@ def _adapt_with(engine, prompts: QueryPromptSet, config: QueryConfig, docs: Corp
                 selected: dict[str, str], output: Path, timings: dict[str, float], started: float, *,
                 documents, queries_per_doc, sampling, seed, limit, min_document_words, shard, retry_failed, filter,
                 filter_top_k, filter_retriever, base_model, neighbours, neighbour_retriever, bands, random_negatives,
-                grounded,
-                grounded_levels, grounded_prompt, progress) -> AdaptResult:
+                grounded, grounded_levels, grounded_prompt, progress) -> AdaptResult:
     """The steps after the backend is built: queries, filter, contexts, grounded levels, export."""
     generator = QueryGenerator(engine, prompts, config)
     step = time.perf_counter()

@@ -63,8 +63,9 @@ def adapt_command(
     no_filter: Annotated[bool, typer.Option("--no-filter", help="Keep every query (no round-trip filter)")] = False,
     filter_top_k: Annotated[int, typer.Option("--filter-top-k", help="Keep a query if its document ranks within this")] = 20,
     filter_retriever: Annotated[str, typer.Option("--filter-retriever", help="bm25, or base (the dense --base-model)")] = "bm25",
-    base_model: Annotated[str, typer.Option("--base-model", help="Dense retriever for --filter-retriever base")] = "all-MiniLM-L6-v2",
-    neighbours: Annotated[str, typer.Option("--neighbours", help="BM25 neighbours' grades by rank, source not "
+    base_model: Annotated[str, typer.Option("--base-model", help="Dense retriever for --filter-retriever "
+                                                                   "base and --neighbour-retriever base")] = "all-MiniLM-L6-v2",
+    neighbours: Annotated[str, typer.Option("--neighbours", help="Neighbours' grades by rank, source not "
                                                                  "counted: FIRST-LAST=GRADE,... ('' for none)")] = "1-3=1",
     neighbour_retriever: Annotated[str, typer.Option("--neighbour-retriever", help="Whose neighbours --neighbours "
                                                                              "grades: bm25, or base (the dense "
