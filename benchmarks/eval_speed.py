@@ -36,6 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from synthrank.utils.cpu import cpu_model
+
 REPO = Path(__file__).resolve().parents[1]
 
 BASELINE = r'''
@@ -80,10 +82,11 @@ def timed(command: list[str], env: dict) -> tuple[float, str]:
 
 def cpu_kind() -> tuple[str, list[str]]:
     """The CPU kind speed figures are filed under, and the flags that decide it."""
-    from synthrank.experiments.estimates import cpu_flags, has_native_bf16
+    from synthrank.experiments.estimates import has_native_bf16
+    from synthrank.utils.cpu import SPEED_FLAGS, cpu_flags
 
     flags = cpu_flags()
-    named = sorted(flags & {"avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
+    named = sorted(flags & SPEED_FLAGS)
     return ("avx512-bf16" if has_native_bf16(flags) else "avx2"), named
 
 
@@ -175,7 +178,7 @@ def main() -> None:
         f"speed_vs_{reference}": {s: round(mean[reference] / mean[s], 3) for s in sides},
         "nDCG@10": {s: next(r["nDCG@10"] for r in rows if r["side"] == s) for s in sides},
         "runs": rows,
-        "machine": {"cpus": os.cpu_count(), "cpu_kind": kind, "cpu_flags": flags, "platform": platform.platform(),
+        "machine": {"cpus": os.cpu_count(), "cpu_model": cpu_model(), "cpu_kind": kind, "cpu_flags": flags, "platform": platform.platform(),
                     "python": platform.python_version()},
         "command": "SYNTHRANK_DATA_DIR=../shared/data .venv/bin/python benchmarks/eval_speed.py "
                    + " ".join(sys.argv[1:]),

@@ -7,6 +7,15 @@ generated tokens/s for each, in one run. Run it under the shared lock:
 
     flock /tmp/synthrank-heavy.lock .venv/bin/python benchmarks/generate_speed.py \
         --requests 96 --runs plain 1:none 1 16 --threads 2 --output benchmarks/results/generate_speed.json
+
+The report names the CPU, its flags and the instruction sets the loaded ggml build uses. To
+measure the AVX2-only path on an AVX-512 CPU, build llama-cpp-python once more with the
+AVX-512 kernels off and put it first on the path (ggml picks its kernels at compile time):
+
+    CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF \
+        -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF" \
+        .venv/bin/python -m pip install --no-deps --no-cache-dir --target /tmp/llama-avx2 llama-cpp-python==0.3.36
+    PYTHONPATH=/tmp/llama-avx2 .venv/bin/python benchmarks/generate_speed.py ...
 """
 
 from __future__ import annotations
@@ -19,11 +28,12 @@ import time
 from pathlib import Path
 
 from synthrank.generate.backends.base import ChatRequest
-from synthrank.generate.backends.llama_cpp import LlamaCppBackend
+from synthrank.generate.backends.llama_cpp import LlamaCppBackend, ggml_cpu_features
 from synthrank.generate.levels import default_levels
 from synthrank.generate.parsing import Validator, clean_passage, parse_single, trim_to_sentence
 from synthrank.generate.prompts import PromptSet
 from synthrank.generate.queries import load_query_source
+from synthrank.utils.cpu import cpu_model, speed_flags
 
 FALLBACK_QUERIES = ["how long to boil an egg", "what is the capital of australia", "symptoms of vitamin d deficiency",
                     "who invented the telephone", "how many calories in an apple", "what causes thunder"]
@@ -107,7 +117,8 @@ def measure_plain(requests: list[ChatRequest], queries: list[str], threads: int)
 
 
 def parse_run(spec: str) -> dict:
-    """``plain`` | ``K`` | ``K:QUANT`` | ``K:QUANT:noshare`` (QUANT: auto, none, q8_0, f16, q4_0)."""
+    """``plain`` | ``K`` | ``K:QUANT`` | ``K:QUANT:noshare`` (QUANT: auto, none, or a re-encoding:
+    q8_0, f16, q5_0, iq4_nl, q4_0)."""
     if spec == "plain":
         return {"plain": True}
     parts = spec.split(":")
@@ -126,6 +137,10 @@ def main() -> None:
     parser.add_argument("--data-dir", default=os.environ.get("SYNTHRANK_DATA_DIR", "../shared/data"))
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
+    import llama_cpp
+
+    print(f"CPU: {cpu_model()} | flags: {' '.join(speed_flags())} | ggml: {' '.join(ggml_cpu_features(llama_cpp))}",
+          flush=True)
     requests, queries = build_requests(args.requests, args.max_tokens, Path(args.data_dir))
     results = []
     for spec in args.runs:
@@ -145,8 +160,13 @@ def main() -> None:
     for r in results:
         r["speedup_tokens"] = round(r["tokens_per_s"] / base_tokens, 2) if base_tokens else None
         r["speedup_passages"] = round(r["passages_per_s"] / base_passages, 2) if base_passages else None
+    import llama_cpp
+
     report = {"backend": "llama-cpp", "threads": args.threads, "cpu_count": os.cpu_count(),
-              "machine": platform.processor() or platform.machine(), "max_tokens": args.max_tokens,
+              "machine": platform.processor() or platform.machine(), "cpu_model": cpu_model(),
+              "cpu_flags": speed_flags(), "ggml_cpu_features": ggml_cpu_features(llama_cpp),
+              "llama_cpp": {"version": llama_cpp.__version__, "path": str(Path(llama_cpp.__file__).parent)},
+              "max_tokens": args.max_tokens,
               "baseline": "the fastest one-request-at-a-time run (plain or K=1)", "results": results}
     print(f"{'run':>16} {'model':>38} {'passages/s':>11} {'answers/s':>10} {'tokens/s':>9} {'x tok/s':>8} {'x pass/s':>9}")
     for r in results:

@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from synthrank.utils.cpu import cpu_model, speed_flags
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -138,13 +140,6 @@ print("RESULT " + json.dumps({"step_seconds": timed, "peak_rss_mb": resource.get
 '''
 
 
-def cpu_flags() -> list[str]:
-    """The flags that decide CPU speed here (AVX2-only CPUs compute bf16 in software)."""
-    from synthrank.experiments.estimates import cpu_flags as all_flags
-
-    return sorted(all_flags() & {"avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
-
-
 def run_side(code: str, spec: dict) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         spec = {**spec, "work": tmp}
@@ -214,7 +209,7 @@ def main() -> None:
         "settings": {**{k: v for k, v in base.items() if k not in ("queries", "groups")}, "repeats": args.repeats,
                      "model": "all-MiniLM-L6-v2 (bundled)", "optimizer": "AdamW lr 1e-5, grad clip 1.0"},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(), "cpu_flags": cpu_flags()},
+                    "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(), "cpu_flags": speed_flags(), "cpu_model": cpu_model()},
         "results": summary,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)

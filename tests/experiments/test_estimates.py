@@ -76,8 +76,9 @@ def test_launcher_devices():
 
 
 def test_default_encode_rate_follows_the_cpu_kind(tmp_path):
-    from synthrank.experiments.estimates import (ENCODE_RATE_FP32, ENCODE_RATE_NATIVE_BF16, cpu_flags,
+    from synthrank.experiments.estimates import (ENCODE_RATE_FP32, ENCODE_RATE_NATIVE_BF16,
                                                  default_encode_rate)
+    from synthrank.utils.cpu import cpu_flags, cpu_model, speed_flags
 
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma avx512f avx512_bf16\n")
@@ -86,6 +87,10 @@ def test_default_encode_rate_follows_the_cpu_kind(tmp_path):
     info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n")
     assert default_encode_rate(cpu_flags(info)) == ENCODE_RATE_FP32 < ENCODE_RATE_NATIVE_BF16
     assert cpu_flags(tmp_path / "missing") == set()
+    assert cpu_model(tmp_path / "missing") is None
+    info.write_text("processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu sse2 avx2 fma\n")
+    assert cpu_model(info) == "AMD EPYC 7B13"
+    assert speed_flags(info) == ["avx2", "fma"]
     assert default_encode_rate(set()) == ENCODE_RATE_FP32  # unknown CPU: the slower kind
 
 

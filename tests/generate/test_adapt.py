@@ -229,7 +229,7 @@ def test_shards_merge_into_the_unsharded_result(tmp_path, corpus_dir):
     merged = run(corpus_dir, tmp_path / "all", final, documents=8,
                  merge_from=[tmp_path / "shard0", tmp_path / "shard1"])
     assert final.calls == [] and merged.manifest["query_generation"]["generated"] == 8
-    direct = run(corpus_dir, tmp_path / "direct", make(), documents=8)
+    run(corpus_dir, tmp_path / "direct", make(), documents=8)
     assert (tmp_path / "all" / "qrels" / "train.tsv").read_text() == (tmp_path / "direct" / "qrels" / "train.tsv").read_text()
 
 

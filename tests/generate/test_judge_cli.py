@@ -68,8 +68,8 @@ def test_judge_writes_judgments_summary_and_relabelled_qrels(tmp_path, judged_fo
 def test_judge_sample_is_seeded(tmp_path, judged_folder):
     s1 = judge(judged_folder, tmp_path / "o1", sample=2, seed=3, backend_instance=ScriptedBackend(lambda r, n: "0"),
                progress=False)
-    s2 = judge(judged_folder, tmp_path / "o2", sample=2, seed=3, backend_instance=ScriptedBackend(lambda r, n: "0"),
-               progress=False)
+    judge(judged_folder, tmp_path / "o2", sample=2, seed=3, backend_instance=ScriptedBackend(lambda r, n: "0"),
+          progress=False)
     assert s1["pairs"] == 2
     assert (tmp_path / "o1" / "judgments.jsonl").read_text() == (tmp_path / "o2" / "judgments.jsonl").read_text()
 

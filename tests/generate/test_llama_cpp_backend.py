@@ -54,8 +54,13 @@ def test_backend_identity_names_the_reencoding():
     _bundled()
     with LlamaCppBackend(None, threads=2) as backend:
         assert backend.model_name.endswith("-as-Q8_0") and backend.path.name.endswith(".q8_0.gguf")
+        runtime = backend.runtime()
+        assert runtime["weights"] == "q8_0" and runtime["threads"] == 2 and runtime["concurrency"] == 1
+        # what ggml itself reports for this build: its instruction sets and kernels, not the CPU's
+        assert "AVX2" in runtime["ggml_cpu_features"] and set(runtime["cpu_flags"]) >= {"avx2", "fma"}
     with LlamaCppBackend(None, threads=2, quantize="none") as backend:
         assert backend.model_name == "SmolLM2-135M-Instruct-Q4_1" and backend.path.suffix == ".gguf"
+        assert backend.runtime()["weights"] == "as stored"
     with pytest.raises(ValueError, match="unknown quantization"):
         LlamaCppBackend(None, quantize="q3_weird")
 

@@ -33,6 +33,15 @@ def test_generates_a_valid_beir_folder(tmp_path, queries_file):
     assert manifest["tokens_in"] == 500 and manifest["tokens_out"] > 0 and manifest["prompt_hash"]
     assert manifest["parameters"]["levels"][0]["grade"] == 3
     assert result.summary.done == 20
+    assert manifest["this_session"]["runtime"] == {}  # a backend that reports nothing about how it ran
+
+
+def test_manifest_records_how_the_backend_ran_this_session(tmp_path, queries_file):
+    backend = ScriptedBackend()
+    backend.runtime = lambda: {"weights": "q8_0", "threads": 2}
+    run(queries_file, tmp_path / "out", backend, limit=1)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["this_session"]["runtime"] == {"weights": "q8_0", "threads": 2}
 
 
 def test_rerun_skips_done_items_and_changed_parameters_start_fresh(tmp_path, queries_file):

@@ -16,6 +16,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from synthrank.utils.cpu import cpu_flags
+
 
 class DatasetSize(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -56,16 +58,6 @@ ENCODE_RATE_FP32 = 15.0
 # full-length SciFact abstracts in 1,194 s; README, "synthrank quickstart").
 TRAIN_RATE_NATIVE_BF16 = 16 / 6
 TRAIN_RATE_FP32 = 0.68
-
-
-def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
-    """The CPU's feature flags (empty where /proc/cpuinfo is not there: not Linux)."""
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
-        return set()
-    match = re.search(r"^flags\s*:(.*)$", text, flags=re.M)
-    return set(match.group(1).split()) if match else set()
 
 
 def has_native_bf16(flags: set[str] | None = None) -> bool:

@@ -457,7 +457,8 @@ def _adapt_with(engine, prompts: QueryPromptSet, config: QueryConfig, docs: Corp
             "wall_seconds": totals["wall_seconds"],
             "sessions": totals["sessions"],
             "this_session": {"done": summary.done, "failed": summary.failed,
-                             "already_finished": summary.already_finished, "seconds": round(summary.seconds, 3)},
+                             "already_finished": summary.already_finished, "seconds": round(summary.seconds, 3),
+                             "runtime": engine.runtime()},
         },
         "filter": {
             "enabled": filter, "retriever": filter_retriever if filter else None,

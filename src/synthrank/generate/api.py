@@ -183,12 +183,13 @@ def generate(
         if not opts.overwrite:
             check_export_target(output, generator.fingerprint, generator.run_config())
         summary = generator.run(selected, output, shard=opts.shard, retry_failed=opts.retry_failed, progress=progress)
+        runtime = engine.runtime()
     finally:
         if owned:
             engine.close()
     with Store.in_dir(output) as store:
         manifest = export_beir(store, generator.fingerprint, output,
-                               extra={"shard": opts.shard, "this_session": _session_stats(summary)})
+                               extra={"shard": opts.shard, "this_session": {**_session_stats(summary), "runtime": runtime}})
     if opts.fidelity and manifest["counts"]["passages"]:
         manifest = add_fidelity(output, manifest, opts.fidelity, opts.fidelity_encoder, progress)
     result = GenerateResult(summary, manifest, Path(output))

@@ -56,6 +56,11 @@ class Backend(ABC):
         """What identifies the model for the run's fingerprint (not concurrency or URLs)."""
         return {"backend": self.name, "model": self.model}
 
+    def runtime(self) -> dict:
+        """How this session runs the model (kernels, threads, CPU), for the manifest. Not part of
+        the fingerprint: the same model may resume on another machine."""
+        return {}
+
     @abstractmethod
     def generate(self, requests: Sequence[ChatRequest]) -> Iterator[tuple[int, Completion]]:
         """Yield ``(index into requests, completion)`` for every request, as each finishes."""

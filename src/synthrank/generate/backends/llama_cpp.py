@@ -17,7 +17,11 @@ step carries several tokens, which Q4_1 lacks. Measured on 2 EPYC cores with the
 of ``scripts/install.sh``: prompt processing 1049 vs 472 tokens/s, a 16-sequence decode step
 454 vs 295 tokens/s, one sequence 148 vs 133 tokens/s; perplexity on 40 TREC DL passages 25.97
 vs 25.95 for the shipped file (a Q4_0 re-encoding, faster still, rose to 31.97, so it is not
-the default).
+the default). On an AVX2-only path (ggml built without AVX-512) the 4-bit IQ4_NL re-encoding,
+which ggml repacks for its AVX2 GEMM, is the fastest (16 sequences: 101.7 tokens/s vs 82.3 for
+Q8_0) but raises perplexity from 18.85 to 21.70 (``benchmarks/generator_quality.py``), so it is
+opt-in (``quantize="iq4_nl"``) and Q8_0 stays the default on every CPU. ``runtime()`` records
+the weights and the ggml build's instruction sets in the manifest.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import re
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -32,6 +37,7 @@ from pathlib import Path
 
 from synthrank.generate.backends.base import Backend, ChatRequest, Completion
 from synthrank.generate.bundled import BUNDLED_NAME, bundled_generator_path
+from synthrank.utils.cpu import cpu_model, speed_flags
 
 
 def _import_llama_cpp():
@@ -88,7 +94,8 @@ def default_threads(busy: float | None = None) -> int:
     return max(1, min(available_cores() - round(busy), 8))
 
 
-QUANT_TYPES = {"q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0", "f16": "LLAMA_FTYPE_MOSTLY_F16", "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0"}
+QUANT_TYPES = {"q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0", "f16": "LLAMA_FTYPE_MOSTLY_F16", "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0",
+               "q5_0": "LLAMA_FTYPE_MOSTLY_Q5_0", "iq4_nl": "LLAMA_FTYPE_MOSTLY_IQ4_NL"}
 # Below this many shared tokens, decoding the prompt is cheaper than copying a whole KV stream.
 MIN_COPY_TOKENS = 48
 
@@ -136,6 +143,13 @@ def requantize(source: Path, quant: str = "q8_0", cache: Path | None = None, thr
         raise RuntimeError(f"{source}: llama.cpp could not re-encode the model to {quant} (status {status})")
     os.replace(partial, target)
     return target
+
+
+def ggml_cpu_features(lib) -> list[str]:
+    """The CPU features the loaded ggml build runs with (e.g. AVX2, AVX512, REPACK), from its
+    system info: what decides its kernels, which the CPU's own flags do not tell."""
+    info = lib.llama_print_system_info().decode("utf-8", errors="replace")
+    return re.findall(r"(\w+) = 1\b", info)
 
 
 def _file_identity(path: Path) -> str:
@@ -201,6 +215,7 @@ class LlamaCppBackend(Backend):
             name = f"{name}-as-{quant.upper()}"
         super().__init__(str(path), concurrency)
         self.bundled = model is None
+        self.quant = quant
         self.path = path
         self.model_name = name
         self.share_prefix = share_prefix
@@ -238,6 +253,10 @@ class LlamaCppBackend(Backend):
 
     def identity(self) -> dict:
         return {"backend": self.name, "model": self.model_name, "file": _file_identity(self.path)}
+
+    def runtime(self) -> dict:
+        return {"weights": self.quant or "as stored", "concurrency": self.concurrency, "threads": self.threads,
+                "ggml_cpu_features": ggml_cpu_features(self._lib), "cpu_model": cpu_model(), "cpu_flags": speed_flags()}
 
     # -- helpers ---------------------------------------------------------------------------
     def tokenize_chat(self, messages: list[dict]) -> tuple[list[int], list[str]]:

@@ -27,7 +27,8 @@ class LlamaCppOptions(_Options):
     ctx_per_sequence: int = Field(2048, ge=64)
     n_batch: int = Field(2048, ge=1)
     quantize: str | None = Field("auto", description="re-encode the GGUF once (cached): auto (Q8_0 for the bundled "
-                                 "model), none, q8_0, f16, q4_0")
+                                 "model), none, q8_0, f16, q5_0, iq4_nl, q4_0 (4- and 5-bit: faster, "
+                                 "lower quality; README, Speed)")
     share_prefix: bool = True
     verbose: bool = False
 
