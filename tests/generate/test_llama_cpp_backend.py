@@ -48,6 +48,13 @@ def test_requantize_writes_the_cached_copy_once(tmp_path):
         requantize(source, "q3_weird", cache=tmp_path)
 
 
+def test_every_offered_reencoding_is_a_llama_cpp_file_type():
+    from synthrank.generate.backends.llama_cpp import QUANT_TYPES
+
+    assert {"q8_0", "q5_0", "iq4_nl", "q4_0", "f16"} <= set(QUANT_TYPES)
+    assert all(isinstance(getattr(llama_cpp, ftype, None), int) for ftype in QUANT_TYPES.values())
+
+
 def test_backend_identity_names_the_reencoding():
     from synthrank.generate.backends.llama_cpp import LlamaCppBackend
 
