@@ -20,6 +20,23 @@ ZERO3 = REPO / "configs" / "deepspeed" / "zero3.json"
 HAS_DEEPSPEED = importlib.util.find_spec("deepspeed") is not None
 
 
+@pytest.fixture(autouse=True)
+def forget_deepspeed_afterwards(monkeypatch):
+    """TrainingArguments with a DeepSpeed file leaves it set process-wide: in transformers (a weak
+    reference), in accelerate's shared state, and in ``ACCELERATE_USE_DEEPSPEED``. Left set, every
+    later model load in this process goes through ``deepspeed.zero.Init`` and every later Trainer
+    steps through a DeepSpeed engine; undone here so the other tests run as without DeepSpeed."""
+    # setenv records the variable's absence, so teardown removes what TrainingArguments sets
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "false")
+    yield
+    if HAS_DEEPSPEED:
+        from accelerate.state import AcceleratorState
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()
+        AcceleratorState._reset_state(reset_partial_state=True)
+
+
 def config_for(tmp_path, model, beir, **overrides):
     recipe = write_recipe(tmp_path / "recipe.json", {"group_size": 3, "sources": [{"dataset": str(beir)}]})
     base = dict(data=str(recipe), output=str(tmp_path / "out"), model=str(model), batch_size=4,
