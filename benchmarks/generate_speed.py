@@ -139,8 +139,8 @@ def main() -> None:
     args = parser.parse_args()
     import llama_cpp
 
-    print(f"CPU: {cpu_model()} | flags: {' '.join(speed_flags())} | ggml: {' '.join(ggml_cpu_features(llama_cpp))}",
-          flush=True)
+    ggml_features = ggml_cpu_features(llama_cpp)
+    print(f"CPU: {cpu_model()} | flags: {' '.join(speed_flags())} | ggml: {' '.join(ggml_features)}", flush=True)
     requests, queries = build_requests(args.requests, args.max_tokens, Path(args.data_dir))
     results = []
     for spec in args.runs:
@@ -160,11 +160,9 @@ def main() -> None:
     for r in results:
         r["speedup_tokens"] = round(r["tokens_per_s"] / base_tokens, 2) if base_tokens else None
         r["speedup_passages"] = round(r["passages_per_s"] / base_passages, 2) if base_passages else None
-    import llama_cpp
-
     report = {"backend": "llama-cpp", "threads": args.threads, "cpu_count": os.cpu_count(),
               "machine": platform.processor() or platform.machine(), "cpu_model": cpu_model(),
-              "cpu_flags": speed_flags(), "ggml_cpu_features": ggml_cpu_features(llama_cpp),
+              "cpu_flags": speed_flags(), "ggml_cpu_features": ggml_features,
               "llama_cpp": {"version": llama_cpp.__version__, "path": str(Path(llama_cpp.__file__).parent)},
               "max_tokens": args.max_tokens,
               "baseline": "the fastest one-request-at-a-time run (plain or K=1)", "results": results}

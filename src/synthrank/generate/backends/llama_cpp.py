@@ -19,7 +19,8 @@ of ``scripts/install.sh``: prompt processing 1049 vs 472 tokens/s, a 16-sequence
 vs 25.95 for the shipped file (a Q4_0 re-encoding, faster still, rose to 31.97, so it is not
 the default). On an AVX2-only path (ggml built without AVX-512) the 4-bit IQ4_NL re-encoding,
 which ggml repacks for its AVX2 GEMM, is the fastest (16 sequences: 101.7 tokens/s vs 82.3 for
-Q8_0) but raises perplexity from 18.85 to 21.70 (``benchmarks/generator_quality.py``), so it is
+Q8_0) but raises perplexity from 18.85 to 21.70 (``benchmarks/generator_quality.py``, which
+scores passages differently from the figures above), so it is
 opt-in (``quantize="iq4_nl"``) and Q8_0 stays the default on every CPU. ``runtime()`` records
 the weights and the ggml build's instruction sets in the manifest.
 """
