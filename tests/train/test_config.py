@@ -45,3 +45,14 @@ def test_a_bad_loss_param_gets_its_own_message_not_a_temperature_warning(caplog)
     with caplog.at_level(logging.WARNING):
         make_loss(margin.model_copy(update={"temperature": 0.05}))
     assert "takes no temperature" in caplog.text
+
+
+def test_attention_dropout_is_a_probability_or_model(tmp_path):
+    from synthrank.train.config import ConfigError, load_train_config
+
+    base = {"data": "recipe.toml", "output": "out"}
+    assert load_train_config(None, base).attention_dropout == 0.0
+    assert load_train_config(None, {**base, "attention_dropout": "model"}).attention_dropout == "model"
+    for bad in (1.0, -0.1, "half"):
+        with pytest.raises(ConfigError, match="attention_dropout"):
+            load_train_config(None, {**base, "attention_dropout": bad})

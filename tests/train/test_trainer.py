@@ -289,3 +289,22 @@ def test_resume_reloads_the_checkpoint_weights(tmp_path, tiny_model, toy_beir):
     trainer._load_from_checkpoint(str(tmp_path / "ckpt"))
     for key, value in trainer.model.state_dict().items():
         torch.testing.assert_close(value, saved[key], msg=key)
+
+
+@pytest.mark.parametrize("attention_dropout, expected", [("model", 0.2), (0.0, 0.0), (0.05, 0.05)])
+def test_attention_dropout_reaches_the_trained_model_and_not_its_saved_config(tmp_path, toy_beir,
+                                                                             attention_dropout, expected):
+    from synthrank.train.trainer import build_training, train
+
+    model = make_tiny_model(tmp_path / "dropout-model", dropout=0.2)
+    options = {} if attention_dropout == 0.0 else {"attention_dropout": attention_dropout}  # 0.0: the default
+    config = config_for(tmp_path, model, toy_beir, **options)
+    trainer, *_ = build_training(config)
+    probabilities = {name: module.p for name, module in trainer.model.named_modules()
+                     if isinstance(module, torch.nn.Dropout)}
+    attention = [p for name, p in probabilities.items() if name.endswith("attention.self.dropout")]
+    hidden = [p for name, p in probabilities.items() if not name.endswith("attention.self.dropout")]
+    assert attention == [expected, expected] and hidden and set(hidden) == {0.2}
+    result = train(config_for(tmp_path, model, toy_beir, max_steps=1, **options))
+    saved = json.loads((result.output / "config.json").read_text())
+    assert saved["attention_probs_dropout_prob"] == 0.2  # the model's own, for whoever trains it next

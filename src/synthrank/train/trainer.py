@@ -33,6 +33,7 @@ import torch.distributed as dist
 from transformers import Trainer, TrainerCallback
 
 from synthrank.losses import in_batch_scores
+from synthrank.models.dropout import set_attention_dropout
 from synthrank.models.embedding import embed
 from synthrank.models.st_format import load_model, save_model, transformer_of
 from synthrank.train.arguments import RankingTrainingArguments
@@ -286,6 +287,11 @@ def build_training(config, callbacks: list | None = None):
     ), show_progress=not config.quiet)
     enc = encoder.config
     model = encoder.model  # the SentenceTransformer: every module of its stack trains and is saved
+    if config.attention_dropout != "model":
+        set_count = set_attention_dropout(encoder.transformer, config.attention_dropout)
+        if not set_count and "attention_dropout" in config.model_fields_set:
+            log.warning("attention_dropout = %s: no attention dropout found in model %r; nothing changed",
+                        config.attention_dropout, config.model)
     # A pooler head (BERT, RoBERTa, ...) is not used by the embeddings: freeze it, so that DDP
     # does not wait for gradients that never come.
     for name, param in encoder.transformer.named_parameters():
