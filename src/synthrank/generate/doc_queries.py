@@ -24,7 +24,6 @@ import random
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 from synthrank.data.config_files import read_json_records
@@ -36,7 +35,7 @@ from synthrank.generate.parsing import (
     normalise,
     words,
 )
-from synthrank.generate.prompts import load_template, render
+from synthrank.generate.prompts import load_template, prompt_resource, render
 from synthrank.generate.runner import (
     GenerationConfig,
     Generator,
@@ -66,9 +65,7 @@ class QueryExample:
 
 
 def builtin_query_few_shot() -> list[QueryExample]:
-    text = resources.files("synthrank.generate").joinpath("prompts").joinpath("query_few_shot.json").read_text(
-        encoding="utf-8")
-    return _parse_examples(json.loads(text), "built-in query_few_shot.json")
+    return _parse_examples(json.loads(prompt_resource("query_few_shot.json")), "built-in query_few_shot.json")
 
 
 def load_query_few_shot(path: str | Path) -> list[QueryExample]:

@@ -26,7 +26,12 @@ def builtin_template(name: str) -> str:
     """The text of a template shipped with the package (``system``, ``joint``, ``level``, ...)."""
     if name not in BUILTIN_TEMPLATES:
         raise KeyError(f"no built-in template {name!r}; known: {', '.join(BUILTIN_TEMPLATES)}")
-    return resources.files("synthrank.generate").joinpath("prompts").joinpath(f"{name}.txt").read_text(encoding="utf-8")
+    return prompt_resource(f"{name}.txt")
+
+
+def prompt_resource(filename: str) -> str:
+    """The text of a file shipped in ``synthrank/generate/prompts/`` (templates, few-shot examples)."""
+    return resources.files("synthrank.generate").joinpath("prompts").joinpath(filename).read_text(encoding="utf-8")
 
 
 def load_template(path_or_name: str | Path | None, default: str) -> str:
@@ -58,8 +63,7 @@ class FewShotExample:
 
 
 def builtin_few_shot() -> list[FewShotExample]:
-    text = resources.files("synthrank.generate").joinpath("prompts").joinpath("few_shot.json").read_text(encoding="utf-8")
-    return _parse_few_shot(json.loads(text), "built-in few_shot.json")
+    return _parse_few_shot(json.loads(prompt_resource("few_shot.json")), "built-in few_shot.json")
 
 
 def load_few_shot(path: str | Path) -> list[FewShotExample]:
