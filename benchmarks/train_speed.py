@@ -11,7 +11,15 @@ step). The sentence-transformers side is a plain loop (``model.preprocess`` -> l
 carries *less* overhead than our ``Trainer``, so the comparison does not favour synthrank.
 
     SYNTHRANK_DATA_DIR=../shared/data flock /tmp/synthrank-heavy.lock \
-        .venv/bin/python benchmarks/train_speed.py [--steps 5] [--repeats 1] [--losses ws2,infonce]
+        .venv/bin/python benchmarks/train_speed.py [--steps 5] [--repeats 1] [--losses ws2,infonce] \
+        [--length 128] [--cross] [--emulate-avx2]
+
+Each side trains as its library does by default: sentence-transformers with the model's dropout
+everywhere, synthrank with attention-probability dropout off (``train.attention_dropout = 0``,
+which lets torch's fused attention kernel run). ``--cross`` also times each side with the other's
+setting, so the table shows how much of the difference is that one setting. ``--emulate-avx2``
+caps torch's kernel libraries at AVX2 (an AVX-512 machine then computes as an AVX2-only one would,
+up to caches and memory); the output records it.
 
 Texts: SciFact train claims and abstracts when the data is there (passages reach 128 tokens),
 random words otherwise. Writes benchmarks/results/train_speed.json.
@@ -94,7 +102,8 @@ config = load_train_config(None, dict(
     data=str(recipe), output=str(work / "out"), loss=spec["loss"], batch_size=spec["batch"],
     group_size=spec["group"], query_max_length=spec["length"], passage_max_length=spec["length"],
     max_steps=spec["warmup"] + spec["steps"], lr=1e-5, warmup=0, save_steps=10**6, logging_steps=10**6,
-    quiet=True, temperature=0.05 if spec["loss"] == "infonce" else 1.0, seed=0))
+    quiet=True, temperature=0.05 if spec["loss"] == "infonce" else 1.0, seed=0,
+    **({"attention_dropout": spec["attention_dropout"]} if "attention_dropout" in spec else {})))
 train(config, callbacks=[Clock()])
 timed = times[spec["warmup"]:]
 print("RESULT " + json.dumps({"step_seconds": timed, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -114,6 +123,9 @@ torch.manual_seed(0)
 device = "cuda" if torch.cuda.is_available() else "cpu"
 model = SentenceTransformer(str(bundled_encoder_path()), device=device)
 model.max_seq_length = spec["length"]
+if spec.get("attention_dropout") is not None:
+    from synthrank.models.dropout import set_attention_dropout
+    set_attention_dropout(model, spec["attention_dropout"])
 loss_fn = MultipleNegativesRankingLoss(model)
 optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
 model.train()
@@ -138,6 +150,10 @@ timed = times[spec["warmup"]:]
 print("RESULT " + json.dumps({"step_seconds": timed, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                                "cuda_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None}))
 '''
+
+
+# Caps every kernel library torch uses on CPU at AVX2 (as benchmarks/eval_speed.py --emulate-avx2).
+AVX2_ONLY = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 
 
 def run_side(code: str, spec: dict) -> dict:
@@ -172,6 +188,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--losses", default="ws2", help="synthrank losses to time, comma-separated")
+    parser.add_argument("--cross", action="store_true",
+                        help="also time each side with the other's attention dropout: MNRL with 0 (synthrank's "
+                        "default), synthrank with 0.1 (the model's, what MNRL trains with)")
+    parser.add_argument("--emulate-avx2", action="store_true",
+                        help="cap torch's kernels at AVX2 (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA, "
+                        "MKL_ENABLE_INSTRUCTIONS), as on a CPU without AVX-512")
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results" / "train_speed.json")
     args = parser.parse_args()
 
@@ -180,8 +202,15 @@ def main() -> None:
     base = {"queries": queries, "groups": groups, "batch": args.batch, "group": args.group,
             "length": args.length, "steps": args.steps, "warmup": args.warmup}
     sides = {"sentence-transformers MNRL": (ST_SIDE, base)}
+    if args.cross:
+        sides["sentence-transformers MNRL, attention dropout 0"] = (ST_SIDE, {**base, "attention_dropout": 0.0})
     for loss in [x.strip() for x in args.losses.split(",") if x.strip()]:
         sides[f"synthrank {loss}"] = (SYNTHRANK_SIDE, {**base, "loss": loss})
+        if args.cross:
+            sides[f"synthrank {loss}, attention dropout 0.1"] = (SYNTHRANK_SIDE, {**base, "loss": loss,
+                                                                                 "attention_dropout": 0.1})
+    if args.emulate_avx2:
+        os.environ.update(AVX2_ONLY)  # the sides' processes inherit it
     runs: dict[str, list[dict]] = {name: [] for name in sides}
     for repeat in range(args.repeats):
         for name, (code, spec) in sides.items():
@@ -209,15 +238,16 @@ def main() -> None:
         "settings": {**{k: v for k, v in base.items() if k not in ("queries", "groups")}, "repeats": args.repeats,
                      "model": "all-MiniLM-L6-v2 (bundled)", "optimizer": "AdamW lr 1e-5, grad clip 1.0"},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(), "cpu_flags": speed_flags(), "cpu_model": cpu_model()},
+                    "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(), "cpu_flags": speed_flags(), "cpu_model": cpu_model(),
+                    "emulated_avx2": AVX2_ONLY if args.emulate_avx2 else None},
         "results": summary,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     print()
-    print(f"{'side':30s} {'queries/s':>10s} {'passages/s':>11s} {'peak RSS MB':>12s} {'speed vs MNRL':>14s}")
+    print(f"{'side':50s} {'queries/s':>10s} {'passages/s':>11s} {'peak RSS MB':>12s} {'speed vs MNRL':>14s}")
     for name, info in summary.items():
-        print(f"{name:30s} {info['examples_per_second']:10.2f} {info['passages_per_second']:11.1f} "
+        print(f"{name:50s} {info['examples_per_second']:10.2f} {info['passages_per_second']:11.1f} "
               f"{info['peak_rss_mb']:12.0f} {info['speed_vs_mnrl']:13.2f}x")
     print(f"\nwritten: {args.output}")
 

@@ -93,9 +93,9 @@ def test_validator_rules():
 
 
 def test_copies_of_few_shot_examples_are_rejected():
-    from synthrank.generate.prompts import builtin_few_shot
+    from synthrank.generate.prompts import load_few_shot
 
-    example = builtin_few_shot()[0].passages[0][0]
+    example = load_few_shot(True)[0].passages[0][0]
     assert Validator().check(example, "q", [], [example]) == "copy of a few-shot example"
     assert Validator().check(example, "q", [], []) is None
 

@@ -26,7 +26,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from synthrank.data.config_files import read_json_records
 from synthrank.generate.backends.base import Backend, ChatRequest, Completion
 from synthrank.generate.levels import Level
 from synthrank.generate.parsing import (
@@ -35,7 +34,7 @@ from synthrank.generate.parsing import (
     normalise,
     words,
 )
-from synthrank.generate.prompts import load_template, prompt_resource, render
+from synthrank.generate.prompts import few_shot_records, load_template, render
 from synthrank.generate.runner import (
     GenerationConfig,
     Generator,
@@ -64,18 +63,10 @@ class QueryExample:
     query: str
 
 
-def builtin_query_few_shot() -> list[QueryExample]:
-    return _parse_examples(json.loads(prompt_resource("query_few_shot.json")), "built-in query_few_shot.json")
-
-
-def load_query_few_shot(path: str | Path) -> list[QueryExample]:
-    """Few-shot examples: a JSON list (or JSONL) of ``{"document": ..., "query": ...}``."""
-    return _parse_examples(read_json_records(path, "few-shot examples"), str(path))
-
-
-def _parse_examples(data: object, where: str) -> list[QueryExample]:
-    if not isinstance(data, list):
-        raise ValueError(f"{where}: expected a list of {{'document': ..., 'query': ...}} examples")
+def load_query_few_shot(source: str | Path | bool | None) -> list[QueryExample]:
+    """Few-shot examples ``{"document": ..., "query": ...}`` from a file, the built-in ones (True)
+    or none (False / None)."""
+    data, where = few_shot_records(source, "query_few_shot.json")
     examples = []
     for i, entry in enumerate(data):
         for name in ("document", "query"):
@@ -102,13 +93,8 @@ class QueryPromptSet:
     @classmethod
     def load(cls, system: str | Path | None = None, query: str | Path | None = None,
              few_shot: str | Path | None | bool = True) -> "QueryPromptSet":
-        if few_shot is True:
-            examples = builtin_query_few_shot()
-        elif few_shot in (False, None):
-            examples = []
-        else:
-            examples = load_query_few_shot(few_shot)
-        return cls(load_template(system, "query_system"), load_template(query, "query"), examples)
+        return cls(load_template(system, "query_system"), load_template(query, "query"),
+                   load_query_few_shot(few_shot))
 
     def digest(self) -> str:
         payload = json.dumps({"system": self.system, "query": self.query,

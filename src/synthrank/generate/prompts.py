@@ -62,18 +62,25 @@ class FewShotExample:
     passages: dict[int, list[str]]
 
 
-def builtin_few_shot() -> list[FewShotExample]:
-    return _parse_few_shot(json.loads(prompt_resource("few_shot.json")), "built-in few_shot.json")
-
-
-def load_few_shot(path: str | Path) -> list[FewShotExample]:
-    """Few-shot examples: a JSON list (or JSONL) of ``{"query": ..., "passages": {"3": "..." | [...]}}``."""
-    return _parse_few_shot(read_json_records(path, "few-shot examples"), str(path))
-
-
-def _parse_few_shot(data: object, where: str) -> list[FewShotExample]:
+def few_shot_records(source: str | Path | bool | None, builtin: str) -> tuple[list, str]:
+    """The records of a few-shot file (a JSON list, or JSONL) and the name its errors give.
+    ``source``: a path; True for the file ``builtin`` shipped in generate/prompts; False or None
+    for no examples."""
+    if source is True:
+        data, where = json.loads(prompt_resource(builtin)), f"built-in {builtin}"
+    elif source is False or source is None:
+        data, where = [], "no few-shot examples"
+    else:
+        data, where = read_json_records(source, "few-shot examples"), str(source)
     if not isinstance(data, list):
         raise ValueError(f"{where}: expected a list of examples")
+    return data, where
+
+
+def load_few_shot(source: str | Path | bool | None) -> list[FewShotExample]:
+    """Few-shot examples ``{"query": ..., "passages": {"3": "..." | [...]}}`` from a file, the
+    built-in ones (True) or none (False / None)."""
+    data, where = few_shot_records(source, "few_shot.json")
     examples = []
     for i, entry in enumerate(data):
         if not isinstance(entry, dict) or not isinstance(entry.get("query"), str) or not isinstance(entry.get("passages"), dict):
@@ -103,14 +110,8 @@ class PromptSet:
              level: str | Path | None = None, few_shot: str | Path | None | bool = True,
              grounded: str | Path | bool | None = None) -> "PromptSet":
         """``grounded``: None (no grounded template: the mode is off), True (the built-in one) or a path."""
-        if few_shot is True:
-            examples = builtin_few_shot()
-        elif few_shot in (False, None):
-            examples = []
-        else:
-            examples = load_few_shot(few_shot)
         return cls(load_template(system, "system"), load_template(joint, "joint"),
-                   load_template(level, "level"), examples,
+                   load_template(level, "level"), load_few_shot(few_shot),
                    "" if grounded in (None, False) else load_template(None if grounded is True else grounded, "grounded"))
 
     def digest(self) -> str:

@@ -92,6 +92,16 @@ class Loss(torch.nn.Module):
         return ", ".join(f"{p}={getattr(self, p)!r}" for p in params if hasattr(self, p))
 
 
+class GradeSoftmaxLoss(Loss):
+    """A loss that compares softmax(scores / temperature) with softmax(grades / label_temperature)
+    (``kl``, ``ws2``): the two temperatures, checked once."""
+
+    def __init__(self, temperature: float = 1.0, label_temperature: float = 1.0) -> None:
+        super().__init__()
+        self.temperature = positive("temperature", temperature)
+        self.label_temperature = positive("label_temperature", label_temperature)
+
+
 def _init_params(cls: type[Loss]) -> list[str]:
     """Names of the keyword parameters accepted by ``cls.__init__``."""
     sig = inspect.signature(cls.__init__)

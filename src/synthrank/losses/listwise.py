@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import Loss, positive, check_inputs, expand_labels, own_block_scores
+from .base import GradeSoftmaxLoss, Loss, positive, check_inputs, expand_labels, own_block_scores
 
 __all__ = ["KLLoss", "EMDLoss", "grade_level_mass"]
 
 
-class KLLoss(Loss, alias="kl"):
+class KLLoss(GradeSoftmaxLoss, alias="kl"):
     """ListNet-style KL divergence between target and predicted list distributions.
 
     Per query i, over all C columns (in-batch passages *included*, with grade 0
@@ -27,11 +27,6 @@ class KLLoss(Loss, alias="kl"):
         temperature: temperature of the predicted softmax (default 1.0).
         label_temperature: temperature of the target softmax over grades (default 1.0).
     """
-
-    def __init__(self, temperature: float = 1.0, label_temperature: float = 1.0) -> None:
-        super().__init__()
-        self.temperature = positive("temperature", temperature)
-        self.label_temperature = positive("label_temperature", label_temperature)
 
     def forward(self, scores: Tensor, labels: Tensor) -> Tensor:
         _, _, c = check_inputs(scores, labels)

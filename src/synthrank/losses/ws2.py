@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from .base import Loss, positive, check_inputs, expand_labels
+from .base import GradeSoftmaxLoss, check_inputs, expand_labels
 
 __all__ = ["WS2Loss", "gaussian_w2_squared"]
 
@@ -46,7 +46,7 @@ def gaussian_w2_squared(pred: Tensor, target: Tensor) -> Tensor:
     return mean_term + trace_p + trace_t - 2.0 * trace_sqrt
 
 
-class WS2Loss(Loss, alias="ws2"):
+class WS2Loss(GradeSoftmaxLoss, alias="ws2"):
     """Batch-level squared 2-Wasserstein distance between predicted and target lists.
 
     Formula (all in float64; the result is cast back to ``scores.dtype``)::
@@ -82,11 +82,6 @@ class WS2Loss(Loss, alias="ws2"):
         label_temperature: divides the grades before the target softmax (default 1.0, the
             reference; the authors use raw grades).
     """
-
-    def __init__(self, temperature: float = 1.0, label_temperature: float = 1.0) -> None:
-        super().__init__()
-        self.temperature = positive("temperature", temperature)
-        self.label_temperature = positive("label_temperature", label_temperature)
 
     def forward(self, scores: Tensor, labels: Tensor) -> Tensor:
         q, _, c = check_inputs(scores, labels)
