@@ -1,0 +1,123 @@
+"""What dropout costs in a CPU training step of MiniLM: the evidence behind ``train.attention_dropout = 0``.
+
+One fp32 step = encode 16 queries and 64 passages (random words, cut at ``--length`` tokens) with
+the bundled all-MiniLM-L6-v2 in train mode, in-batch cross-entropy, backward, AdamW -- the shape of
+``benchmarks/train_speed.py``'s steps, in a plain loop. Each dropout setting runs in its own
+process: ``model`` (the model's own 0.1 everywhere, as sentence-transformers trains), ``attention-off``
+(synthrank's default: attention-probability dropout 0, hidden-state dropout 0.1) and ``all-off``.
+``--profile`` adds, per setting, the share of the step spent in the top operators (torch.profiler).
+
+    flock /tmp/synthrank-heavy.lock .venv/bin/python benchmarks/dropout_cost.py [--length 128]
+        [--steps 5] [--emulate-avx2] [--profile] [--output benchmarks/results/dropout_cost.json]
+
+``--emulate-avx2`` caps torch's kernel libraries at AVX2 (as ``train_speed.py --emulate-avx2``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from synthrank.utils.cpu import cpu_model, speed_flags
+
+REPO = Path(__file__).resolve().parents[1]
+SETTINGS = ("model", "attention-off", "all-off")
+AVX2_ONLY = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+
+SIDE = r'''
+import json, random, sys, time
+import torch
+from sentence_transformers import SentenceTransformer
+from synthrank.models import bundled_encoder_path
+from synthrank.models.dropout import set_attention_dropout
+
+setting, length, steps, profile = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
+torch.manual_seed(0)
+model = SentenceTransformer(str(bundled_encoder_path()), device="cpu")
+model.max_seq_length = length
+if setting in ("attention-off", "all-off"):
+    set_attention_dropout(model, 0.0)
+if setting == "all-off":
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+model.train()
+rng = random.Random(0)
+words = "protein cell gene virus vaccine cancer brain heart lung blood insulin trial dose risk".split()
+passages = [" ".join(rng.choice(words) for _ in range(2 * length)) for _ in range(64)]
+queries = [" ".join(rng.choice(words) for _ in range(15)) for _ in range(16)]
+
+def step():
+    q = model(model.preprocess(queries))["sentence_embedding"]
+    p = model(model.preprocess(passages))["sentence_embedding"]
+    loss = torch.nn.functional.cross_entropy(q @ p.T / 0.05, torch.arange(16) * 4)
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+
+seconds = []
+for _ in range(steps + 1):
+    start = time.perf_counter()
+    step()
+    seconds.append(time.perf_counter() - start)
+shares = None
+if profile:
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in events)
+    shares = {e.key: round(e.self_cpu_time_total / total, 4) for e in events[:8]}
+print("RESULT " + json.dumps({"step_seconds": seconds[1:], "top_operators": shares}))
+'''
+
+
+def run(setting: str, length: int, steps: int, profile: bool, env: dict) -> dict:
+    proc = subprocess.run([sys.executable, "-c", SIDE, setting, str(length), str(steps), "1" if profile else "0"],
+                          capture_output=True, text=True, env=env, cwd=REPO)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{setting} failed:\n{proc.stderr[-3000:]}")
+    line = next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))
+    return json.loads(line[len("RESULT "):])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--length", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps after one warm-up step")
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--emulate-avx2", action="store_true")
+    parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results" / "dropout_cost.json")
+    args = parser.parse_args()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
+    if args.emulate_avx2:
+        env.update(AVX2_ONLY)
+    results = {}
+    for setting in SETTINGS:
+        result = run(setting, args.length, args.steps, args.profile, env)
+        result["median_step_seconds"] = statistics.median(result["step_seconds"])
+        results[setting] = result
+        print(f"{setting:14s} median step {result['median_step_seconds']:.2f} s", flush=True)
+    reference = results["model"]["median_step_seconds"]
+    for result in results.values():
+        result["speed_vs_model_dropout"] = reference / result["median_step_seconds"]
+    report = {"settings": {"length": args.length, "steps": args.steps, "queries": 16, "passages": 64},
+              "machine": {"cpu_model": cpu_model(), "cpu_flags": speed_flags(),
+                          "emulated_avx2": AVX2_ONLY if args.emulate_avx2 else None},
+              "results": results}
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    for setting, result in results.items():
+        print(f"{setting:14s} {result['median_step_seconds']:.2f} s  {result['speed_vs_model_dropout']:.2f}x"
+              + (f"  top: {result['top_operators']}" if result["top_operators"] else ""))
+    print(f"written: {args.output}")
+
+
+if __name__ == "__main__":
+    main()
