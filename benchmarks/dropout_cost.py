@@ -23,11 +23,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from synthrank.utils.cpu import cpu_model, speed_flags
+from synthrank.utils.cpu import AVX2_ONLY_ENV, cpu_model, speed_flags
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = ("model", "attention-off", "all-off")
-AVX2_ONLY = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 
 SIDE = r'''
 import json, random, sys, time
@@ -97,7 +96,7 @@ def main() -> None:
     args = parser.parse_args()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
     if args.emulate_avx2:
-        env.update(AVX2_ONLY)
+        env.update(AVX2_ONLY_ENV)
     results = {}
     for setting in SETTINGS:
         result = run(setting, args.length, args.steps, args.profile, env)
@@ -109,7 +108,7 @@ def main() -> None:
         result["speed_vs_model_dropout"] = reference / result["median_step_seconds"]
     report = {"settings": {"length": args.length, "steps": args.steps, "queries": 16, "passages": 64},
               "machine": {"cpu_model": cpu_model(), "cpu_flags": speed_flags(),
-                          "emulated_avx2": AVX2_ONLY if args.emulate_avx2 else None},
+                          "emulated_avx2": AVX2_ONLY_ENV if args.emulate_avx2 else None},
               "results": results}
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")

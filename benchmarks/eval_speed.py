@@ -36,7 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from synthrank.utils.cpu import cpu_model
+from synthrank.utils.cpu import AVX2_ONLY_ENV, cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -111,9 +111,6 @@ def sample_corpus(folder: Path, size: int, target: Path, seed: int = 0) -> Path:
 
 
 SIDES = ("st-fp32", "st-bf16", "synthrank-fp32", "synthrank-bf16", "synthrank-int8")
-# Caps every kernel library torch uses on CPU at AVX2 (see the module docstring).
-AVX2_ONLY = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
-             "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2"}
 
 
 def main() -> None:
@@ -133,7 +130,7 @@ def main() -> None:
     env["SYNTHRANK_DATA_DIR"] = str(data_dir)
     kind, flags = cpu_kind()
     if args.emulate_avx2:
-        env.update(AVX2_ONLY)
+        env.update(AVX2_ONLY_ENV)
         kind = "avx2-emulated"
     python = sys.executable
     rows = []
@@ -172,7 +169,7 @@ def main() -> None:
             "synthrank-bf16": "synthrank eval --no-cache --dtype bfloat16",
             "synthrank-int8": "synthrank eval --no-cache --dtype int8 (opt-in: dynamically quantized Linear layers)",
         },
-        "emulated_avx2": AVX2_ONLY if args.emulate_avx2 else None,
+        "emulated_avx2": AVX2_ONLY_ENV if args.emulate_avx2 else None,
         "seconds": {s: round(mean[s], 2) for s in sides},
         "passages_per_second": {s: round(passages / mean[s], 2) for s in sides},
         f"speed_vs_{reference}": {s: round(mean[reference] / mean[s], 3) for s in sides},

@@ -38,7 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from synthrank.utils.cpu import cpu_model, speed_flags
+from synthrank.utils.cpu import AVX2_ONLY_ENV, cpu_model, speed_flags
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -152,8 +152,6 @@ print("RESULT " + json.dumps({"step_seconds": timed, "peak_rss_mb": resource.get
 '''
 
 
-# Caps every kernel library torch uses on CPU at AVX2 (as benchmarks/eval_speed.py --emulate-avx2).
-AVX2_ONLY = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 
 
 def run_side(code: str, spec: dict) -> dict:
@@ -210,7 +208,7 @@ def main() -> None:
             sides[f"synthrank {loss}, attention dropout 0.1"] = (SYNTHRANK_SIDE, {**base, "loss": loss,
                                                                                  "attention_dropout": 0.1})
     if args.emulate_avx2:
-        os.environ.update(AVX2_ONLY)  # the sides' processes inherit it
+        os.environ.update(AVX2_ONLY_ENV)  # the sides' processes inherit it
     runs: dict[str, list[dict]] = {name: [] for name in sides}
     for repeat in range(args.repeats):
         for name, (code, spec) in sides.items():
@@ -239,7 +237,7 @@ def main() -> None:
                      "model": "all-MiniLM-L6-v2 (bundled)", "optimizer": "AdamW lr 1e-5, grad clip 1.0"},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
                     "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(), "cpu_flags": speed_flags(), "cpu_model": cpu_model(),
-                    "emulated_avx2": AVX2_ONLY if args.emulate_avx2 else None},
+                    "emulated_avx2": AVX2_ONLY_ENV if args.emulate_avx2 else None},
         "results": summary,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,11 @@ CPUINFO = Path("/proc/cpuinfo")
 # The flags every speed figure is stated with: AVX2-only CPUs compute bf16 in software, and
 # ggml and torch pick their kernels by these.
 SPEED_FLAGS = frozenset({"avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile"})
+# Environment that caps every kernel library torch uses on CPU (ATen, oneDNN, MKL, fbgemm's int8
+# kernels) at AVX2: an AVX-512 machine then computes as an AVX2-only CPU would, up to caches and
+# memory. The benchmarks' --emulate-avx2 sets it for the processes they time.
+AVX2_ONLY_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+                 "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2"}
 
 
 def _cpuinfo_field(name: str, cpuinfo: Path) -> str | None:
