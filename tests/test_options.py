@@ -1,4 +1,4 @@
-"""Each option of ``generate`` and ``train`` is declared once, in its options model; the command
+"""Each option of ``generate``, ``train`` and ``eval`` is declared once, in its options model; the command
 line, the Python API and experiment configs must agree with it.
 
 The command lines are built from the models, so these tests guard the builder and catch an
@@ -14,6 +14,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from synthrank.evaluate.options import EvalOptions, EvalSettings
 from synthrank.generate.options import GenerateOptions
 from synthrank.train.config import TrainConfig
 from synthrank.utils.options import cli_of, default_text, flag_of
@@ -27,11 +28,13 @@ def _click_command(function):
 
 
 def _commands():
+    from synthrank.evaluate import cli as evaluate_cli
     from synthrank.generate import cli as generate_cli
     from synthrank.train import cli as train_cli
 
     return [pytest.param(generate_cli.generate_command, GenerateOptions, generate_cli.CLI_ONLY, id="generate"),
-            pytest.param(train_cli.train_command, TrainConfig, train_cli.CLI_ONLY, id="train")]
+            pytest.param(train_cli.train_command, TrainConfig, train_cli.CLI_ONLY, id="train"),
+            pytest.param(evaluate_cli.eval_command, EvalOptions, evaluate_cli.CLI_ONLY, id="eval")]
 
 
 @pytest.mark.parametrize("function, model, cli_only", _commands())
@@ -175,3 +178,80 @@ def test_training_arguments_come_from_the_fields(tmp_path):
     args = RankingTrainingArguments.from_options(config.model_copy(update={"report_to": "none"}))
     assert args.remove_unused_columns is False and args.logging_first_step is True
     assert args.per_device_train_batch_size == 3 and args.output_dir == str(Path(tmp_path / "o"))
+
+
+def test_eval_cli_reaches_every_evaluation_option(monkeypatch, tmp_path):
+    """Every EvalOptions field given on the command line arrives in the options evaluate() gets,
+    and becomes the encoder's / BM25's settings."""
+    import synthrank.evaluate as evaluate_package
+    from synthrank.evaluate.cli import eval_command
+
+    received = {}
+    monkeypatch.setattr(evaluate_package, "evaluate", lambda options, **kw: received.update(options=options, **kw)
+                        or (_ for _ in ()).throw(ValueError("stop here")))
+    values = {"dataset": "d", "model": "m", "split": "dev", "measures": ["AP", "P@5"], "cache": False,
+              "dtype": "int8", "pooling": "max", "normalize": False, "query_prefix": "q: ", "passage_prefix": "p: ",
+              "max_length": 77, "bm25_k1": 1.2, "bm25_b": 0.75, "bm25_stemmer": None, "bm25_stopwords": None,
+              "trust_remote_code": True}
+    assert set(values) == set(EvalOptions.model_fields)
+    args = []
+    for name, value in values.items():
+        flag = flag_of(name, EvalOptions.model_fields[name])
+        if isinstance(value, bool):
+            args.append(flag if value else f"--no-{flag[2:]}")
+        elif isinstance(value, list):
+            args += [flag, ",".join(value)]
+        else:
+            args += [flag, "none" if value is None else str(value)]
+    result = CliRunner().invoke(_app(eval_command), ["run", *args, "--quiet", "--run", str(tmp_path / "r.trec")])
+    assert result.exit_code == 2 and "stop here" in result.output, result.output
+    options = received["options"]
+    assert options.model_dump() == values
+    assert received["run_path"] == tmp_path / "r.trec" and received["show_progress"] is False
+    assert options.encoder_options() == {"dtype": "int8", "pooling": "max", "normalize": False, "query_prefix": "q: ",
+                                         "passage_prefix": "p: ", "trust_remote_code": True,
+                                         "query_max_length": 77, "passage_max_length": 77}
+    assert options.bm25_options() == {"k1": 1.2, "b": 0.75, "stemmer": None, "stopwords": None}
+
+
+def test_experiment_eval_section_is_eval_settings_and_keeps_old_fingerprints(tmp_path):
+    """[eval] takes every option of `synthrank eval` but dataset/model/split; an eval stage's spec
+    holds only the settings that differ from the defaults, so runs recorded before keep theirs."""
+    from synthrank.experiments import parse_experiment, plan
+    from synthrank.experiments.config import EvalSpec
+
+    assert issubclass(EvalSpec, EvalSettings)
+    assert set(EvalSpec.model_fields) - set(EvalSettings.model_fields) == {"datasets"}
+    assert set(EvalOptions.model_fields) - set(EvalSettings.model_fields) == {"dataset", "model", "split"}
+
+    def eval_specs(**settings):
+        config = parse_experiment({"name": "t", "output": str(tmp_path / "run"),
+                                   "eval": {"datasets": [{"dataset": "scifact"}], **settings}})
+        return [stage.spec for stage in plan(config) if stage.kind == "eval"]
+
+    (plain,) = eval_specs()
+    assert set(plain) == {"model", "dataset", "split", "measures", "base_model"}
+    (quantized,) = eval_specs(dtype="int8", max_length=256, bm25_stemmer="none")
+    assert {k: quantized[k] for k in set(quantized) - set(plain)} == {"dtype": "int8", "max_length": 256,
+                                                                      "bm25_stemmer": None}
+    with pytest.raises(Exception, match="eval.dtype"):
+        eval_specs(dtype="int4")
+    with pytest.raises(Exception, match="eval.split"):
+        eval_specs(split="dev")  # the split belongs to each dataset
+
+
+def test_evaluate_api_takes_the_options_model_or_its_fields(tiny_beir):
+    from pydantic import ValidationError
+
+    from synthrank.evaluate import evaluate, evaluate_model
+
+    by_fields = evaluate(dataset=str(tiny_beir), model="bm25", measures="nDCG@10", bm25_k1=1.2, show_progress=False)
+    options = EvalOptions(dataset=str(tiny_beir), model="bm25", measures=["nDCG@10"])
+    by_model = evaluate(options, bm25_k1=1.2, show_progress=False)
+    engine = evaluate_model("bm25", str(tiny_beir), measures=["nDCG@10"], bm25_options={"k1": 1.2}, show_progress=False)
+    assert by_fields.metrics == by_model.metrics == engine.metrics and set(engine.metrics) == {"nDCG@10"}
+    assert by_model.settings == engine.settings and engine.settings["bm25"]["k1"] == 1.2
+    with pytest.raises(ValidationError, match="max_length"):
+        evaluate(dataset=str(tiny_beir), max_length=0)
+    with pytest.raises(ValidationError, match="mesures"):
+        evaluate(dataset=str(tiny_beir), mesures="AP")

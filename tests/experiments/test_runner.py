@@ -332,3 +332,27 @@ def test_dry_run_reports_every_problem_and_accepts_generate_parameters(tmp_path)
     result = CliRunner().invoke(app, ["experiment", str(bad), "--dry-run"])
     assert result.exit_code == 2 and str(bad) in result.output
     assert "settings[0].loss" in result.output and "train.lrr" in result.output
+
+
+def test_eval_settings_of_the_experiment_reach_every_evaluation(tmp_path, monkeypatch):
+    """[eval] dtype / max_length / measures arrive in the options each eval stage evaluates with."""
+    import synthrank.evaluate as evaluate_package
+    from synthrank.evaluate import EvalResult
+
+    seen = []
+
+    def fake_evaluate(options, show_progress=True):
+        seen.append(options)
+        return EvalResult(model=options.model, dataset=options.dataset, split=options.split, num_queries=1,
+                          metrics={"AP": 0.5}, timing={})
+
+    monkeypatch.setattr(evaluate_package, "evaluate", fake_evaluate)
+    config = parse_experiment({"name": "t", "output": str(tmp_path / "run"), "base": {"model": "some/encoder"},
+                               "eval": {"datasets": [{"dataset": "scifact", "split": "dev"}], "measures": ["AP"],
+                                        "dtype": "int8", "max_length": 64}})
+    outcomes = Runner(config, show_progress=False, echo=lambda line: None).run()
+    assert [o.status for o in outcomes] == ["done"]
+    (options,) = seen
+    assert (options.model, options.dataset, options.split) == ("some/encoder", "scifact", "dev")
+    assert (options.dtype, options.max_length, options.measures) == ("int8", 64, ["AP"])
+    assert options.encoder_options()["passage_max_length"] == 64

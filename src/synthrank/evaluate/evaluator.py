@@ -11,6 +11,7 @@ from pathlib import Path
 from synthrank.data import load_beir, resolve_dataset, write_run
 from synthrank.data.trec import Run
 from synthrank.evaluate.metrics import DEFAULT_MEASURES, compute_metrics, parse_measures, retrieval_depth
+from synthrank.evaluate.options import EvalOptions
 from synthrank.evaluate.sharded import chunking_requested, distributed_world, is_main_process
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,21 @@ class _Stopwatch:
         return {**self.timing, "total": round(time.perf_counter() - self._start, 3)}
 
 
+def evaluate(options: EvalOptions | None = None, *, run_path: str | Path | None = None, show_progress: bool = True,
+             **fields) -> EvalResult:
+    """What ``synthrank eval`` does, from Python: ``options`` as an :class:`EvalOptions`, or its
+    fields as keywords (``evaluate(dataset="scifact", model="runs/x/model", dtype="int8")``);
+    keywords given with ``options`` override its fields. Bad options raise pydantic's
+    ``ValidationError`` naming the field."""
+    if options is None:
+        options = EvalOptions(**fields)
+    elif fields:
+        options = EvalOptions(**{**options.model_dump(exclude_unset=True), **fields})
+    return evaluate_model(options.model, options.dataset, options.split, measures=options.measures,
+                          use_cache=options.cache, run_path=run_path, encoder_options=options.encoder_options(),
+                          bm25_options=options.bm25_options(), show_progress=show_progress)
+
+
 def evaluate_model(
     model: str,
     dataset: str,
@@ -65,7 +81,9 @@ def evaluate_model(
     bm25_options: dict | None = None,
     show_progress: bool = True,
 ) -> EvalResult:
-    """Score ``model`` (a model folder, a bundled alias, or ``"bm25"``) on ``dataset``/``split``."""
+    """Score ``model`` (a model folder, a bundled alias, or ``"bm25"``) on ``dataset``/``split``:
+    the engine under :func:`evaluate`, taking the encoder's and BM25's options as the keyword
+    dicts of ``EncoderConfig`` and ``BM25Config`` (``EvalSettings.encoder_options()`` makes them)."""
     measures = list(measures)
     depth = retrieval_depth(parse_measures(measures))
     watch = _Stopwatch()

@@ -29,7 +29,7 @@ A config is a TOML (or JSON) file::
     recipe = { mode = "graded", group_size = 4, sources = [
         { dataset = "{generate.scifact-train}", split = "train" } ] }
 
-    [eval]
+    [eval]                                 # and any option of `synthrank eval` but dataset/model/split
     datasets = [{ dataset = "scifact", split = "test" }]
 
     [[adapt]]                              # zero or more `synthrank adapt` jobs (a bare corpus)
@@ -66,6 +66,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from synthrank.data.config_files import read_config_file, validate_config
 from synthrank.data.errors import DataFormatError
+from synthrank.evaluate.options import EvalSettings
 from synthrank.experiments.estimates import Estimates
 from synthrank.generate.options import GenerateOptions
 from synthrank.models.bundled import DEFAULT_ENCODER
@@ -183,10 +184,11 @@ class EvalSet(BaseModel):
         return f"{Path(self.dataset).name}/{self.split}"
 
 
-class EvalSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class EvalSpec(EvalSettings):
+    """``[eval]``: the sets every model is evaluated on, and how (any option of ``synthrank eval``
+    but dataset, model and split, e.g. ``dtype = "int8"``, ``max_length = 256``)."""
+
     datasets: list[EvalSet] = Field(min_length=1)
-    measures: list[str] = Field(default_factory=lambda: ["nDCG@10", "RR@10", "R@100"])
 
 
 class ExperimentConfig(BaseModel):

@@ -152,7 +152,10 @@ def plan(config: ExperimentConfig, only: str | None = None) -> list[Stage]:
     for model in models:
         for eval_set in config.eval.datasets:
             dataset = _absolute(eval_set.dataset, config.base_dir)
-            spec = {"model": model, "dataset": dataset, "split": eval_set.split, "measures": config.eval.measures}
+            # only the settings that differ from the defaults: stages recorded before a setting existed keep
+            # their fingerprints
+            spec = {"model": model, "dataset": dataset, "split": eval_set.split, "measures": config.eval.measures,
+                    **config.eval.given()}
             if model == BASE:
                 spec["base_model"] = config.base.model
             deps = ([] if model == BASE else [f"train/{model}"]) + _placeholder_deps(dataset)
@@ -388,12 +391,13 @@ class Runner:
         return {"launcher": launcher, "resumed": resume, "model": str(model_dir)}
 
     def _run_eval(self, stage: Stage, outputs) -> dict:
-        from synthrank.evaluate import evaluate_model
+        from synthrank.evaluate import EvalOptions, evaluate
 
         spec = stage.spec
         model = spec["base_model"] if spec["model"] == BASE else str(outputs[f"train/{spec['model']}"] / "model")
-        result = evaluate_model(model, self._fill(spec["dataset"], outputs), spec["split"], measures=spec["measures"],
-                                show_progress=self.show_progress)
+        settings = {key: value for key, value in spec.items() if key not in ("model", "base_model", "dataset")}
+        options = EvalOptions(model=model, dataset=self._fill(spec["dataset"], outputs), **settings)
+        result = evaluate(options, show_progress=self.show_progress)
         with atomic_write(stage.output / "result.json") as handle:
             handle.write(json.dumps(result.to_json(), indent=2) + "\n")
         return {"metrics": result.metrics, "num_queries": result.num_queries}

@@ -24,14 +24,12 @@ from tqdm.auto import tqdm
 
 from synthrank.data.resolve import offline
 from synthrank.models.bundled import DEFAULT_ENCODER, bundled_encoder_path, is_bundled_encoder
+from synthrank.models.choices import Dtype, Pooling
 from synthrank.models.embedding import embed
 from synthrank.models.st_format import configure, load_model, normalizes, pooling_name, stack_signature, transformer_of
 
 log = logging.getLogger(__name__)
 
-# synthrank names for sentence-transformers Pooling modes (see st_format.POOLING_MODES)
-Pooling = Literal["mean", "cls", "last", "max", "weightedmean", "mean_sqrt_len_tokens"]
-Dtype = Literal["auto", "float32", "bfloat16", "int8"]
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 PLURALS = {"query": "queries", "passage": "passages"}  # progress units ("queries/s")
 

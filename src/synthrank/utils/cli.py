@@ -63,6 +63,8 @@ def options_command(model: type, run: Callable[..., None], *, extras: Callable |
     from synthrank.utils.options import cli_of, flag_of, model_fields_with_cli
 
     fields = model_fields_with_cli(model)
+    # required options first (e.g. --dataset before the inherited how-to options of EvalOptions)
+    fields = dict(sorted(fields.items(), key=lambda item: not item[1].is_required()))
     parameters = []
     for field, info in fields.items():
         kind = _cli_type(model, field, info)
