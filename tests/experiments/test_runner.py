@@ -143,6 +143,20 @@ def test_time_of_a_killed_stage_is_kept_for_its_resume(tmp_path):
     stage = next(s for s in plan(config) if s.key == "mine/neg")
     record = json.loads(stage.record_path.read_text())
     assert record["status"] == "running" and 0.2 <= record["seconds"] <= 0.35
+    # the report tells the killed stage from a live one by its heartbeat
+    from types import SimpleNamespace
+
+    from synthrank.experiments.report import stage_table
+    from synthrank.experiments.runner import shown_status
+
+    beat = record["beat_at"]
+    assert abs(beat - time.time()) < 60 and record["beat_interval"] == 0.05
+    assert shown_status(record, now=beat + 1) == "running"
+    assert shown_status(record, now=beat + 600).startswith("interrupted (no heartbeat for 10 min")
+    assert "| mine/neg | interrupted (no heartbeat for" in stage_table(SimpleNamespace(stages=[
+        {**record, "beat_at": time.time() - 3600}]))
+    legacy = {k: v for k, v in record.items() if k not in ("beat_at", "beat_interval")}
+    assert shown_status(legacy) == "running or interrupted"
     FakeRunner(config).run()
     record = json.loads(stage.record_path.read_text())
     assert record["status"] == "done" and record["seconds"] >= 0.2

@@ -15,6 +15,7 @@ from synthrank.utils import atomic_write
 from synthrank.evaluate.significance import compare, mean_over_seeds
 from synthrank.experiments.config import Setting
 from synthrank.experiments.provenance import code_version
+from synthrank.experiments.runner import shown_status
 
 BASE = "base"
 
@@ -236,9 +237,7 @@ def stage_table(records: RunRecords) -> str:
     lines = ["| stage | status | wall time (s) |", "|---|---|---|"]
     total = 0.0
     for record in records.stages:
-        status = record.get("status", "?")
-        if status == "failed":
-            status = f"failed: {record.get('error', '')}"
+        status = shown_status(record)
         total += record.get("seconds", 0) or 0
         lines.append(f"| {record['stage']} | {status} | {record.get('seconds', 0):.1f} |")
     lines.append(f"| total | | {total:.1f} ({total / 60:.0f} min) |")

@@ -201,6 +201,24 @@ def _write_record(stage: Stage, **fields) -> None:
         handle.write(json.dumps(record, indent=2, default=str) + "\n")
 
 
+def shown_status(record: dict, now: float | None = None) -> str:
+    """A stage record's status for people: a "running" record whose heartbeat stopped (three
+    intervals and a minute without a beat) was killed, and says so; records written before
+    heartbeats were timed say they may be either."""
+    status = record.get("status", "?")
+    if status == "failed":
+        return f"failed: {record.get('error', '')}"
+    if status != "running":
+        return status
+    beat_at, interval = record.get("beat_at"), record.get("beat_interval")
+    if not isinstance(beat_at, (int, float)) or not isinstance(interval, (int, float)):
+        return "running or interrupted"
+    silent = (time.time() if now is None else now) - beat_at
+    if silent > 3 * interval + 60:
+        return f"interrupted (no heartbeat for {silent / 60:.0f} min; the next run resumes it)"
+    return "running"
+
+
 def fill_placeholders(value: str, outputs: dict[str, Path], base_dir: Path | None) -> str:
     """``{generate.X}`` / ``{holdout.X}`` -> that stage's folder, ``{mine.X}`` -> its qrels file;
     other relative paths made absolute against the config's folder."""
@@ -238,12 +256,17 @@ class _Heartbeat:
     def elapsed(self) -> float:
         return self.previous + time.perf_counter() - self.start
 
+    def _write(self, seconds: float) -> None:
+        # beat_at (epoch seconds) and the interval let a reader tell a live stage from a killed one
+        _write_record(self.stage, status="running", started=self.started, seconds=seconds, beat_at=time.time(),
+                      beat_interval=self.interval)
+
     def _beat(self) -> None:
         while not self._stop.wait(self.interval):
-            _write_record(self.stage, status="running", started=self.started, seconds=round(self.elapsed(), 2))
+            self._write(round(self.elapsed(), 2))
 
     def __enter__(self) -> "_Heartbeat":
-        _write_record(self.stage, status="running", started=self.started, seconds=self.previous)
+        self._write(self.previous)
         self._thread.start()
         return self
 
