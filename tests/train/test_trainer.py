@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -308,3 +309,53 @@ def test_attention_dropout_reaches_the_trained_model_and_not_its_saved_config(tm
     result = train(config_for(tmp_path, model, toy_beir, max_steps=1, **options))
     saved = json.loads((result.output / "config.json").read_text())
     assert saved["attention_probs_dropout_prob"] == 0.2  # the model's own, for whoever trains it next
+
+
+def test_resume_refuses_a_checkpoint_trained_under_other_options(tmp_path, tiny_model, toy_beir):
+    """A checkpoint resumes only under the options (and recipe) of the run that wrote it; logging,
+    saving and progress may change. A record from before an option existed counts as that
+    option's old behaviour (attention_dropout: the model's)."""
+    from synthrank.train.trainer import train
+
+    first = train(config_for(tmp_path, tiny_model, toy_beir, max_steps=2, save_steps=1))
+    assert first.global_step == 2 and (first.output / "checkpoint-2").is_dir()
+    with pytest.raises(ValueError, match=r"cannot resume.*batch_size: 4 -> 2; lr: 0\.001 -> 0\.01"):
+        train(config_for(tmp_path, tiny_model, toy_beir, max_steps=2, save_steps=1, resume=True, lr=1e-2,
+                         batch_size=2))
+    record_path = first.output / "synthrank_train.json"
+    record = json.loads(record_path.read_text())
+    # same options, other logging / saving / progress: resumes from checkpoint-1 and ends at step 2
+    shutil.rmtree(first.output / "checkpoint-2")
+    again = train(config_for(tmp_path, tiny_model, toy_beir, max_steps=2, save_steps=5, logging_steps=2,
+                             quiet=False, resume=True))
+    assert again.global_step == 2
+    # a record written before attention_dropout existed: that run used the model's dropout
+    del record["config"]["attention_dropout"]
+    record_path.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match=r"attention_dropout: 'model' -> 0\.0"):
+        train(config_for(tmp_path, tiny_model, toy_beir, max_steps=2, save_steps=1, resume=True))
+    record_path.write_text(json.dumps(record))
+    train(config_for(tmp_path, tiny_model, toy_beir, max_steps=2, save_steps=1, resume=True,
+                     attention_dropout="model"))
+    # another recipe over the same data path
+    record["recipe"]["group_size"] = 7
+    record["config"]["attention_dropout"] = 0.0
+    record_path.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="recipe: its sources or grouping changed"):
+        train(config_for(tmp_path, tiny_model, toy_beir, max_steps=2, save_steps=1, resume=True))
+
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_quiet_training_prints_nothing(tmp_path, tiny_model, toy_beir, capfd, quiet):
+    """--quiet: no progress bar and none of the Trainer's log dicts (which it prints when its bar is
+    off); the losses are still in the history. Without --quiet the bar shows them."""
+    from synthrank.train.trainer import train
+
+    capfd.readouterr()
+    result = train(config_for(tmp_path, tiny_model, toy_beir, max_steps=2, quiet=quiet))
+    printed = capfd.readouterr()
+    assert result.first_loss is not None and result.global_step == 2
+    if quiet:
+        assert printed.out == "" and "'loss'" not in printed.err and "it/s" not in printed.err, printed
+    else:
+        assert "'loss'" in printed.out + printed.err

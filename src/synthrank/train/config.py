@@ -154,6 +154,47 @@ class TrainConfig(BaseModel):
         return self
 
 
+# Options that may differ between a run and its resume: they change logging, saving, memory use or
+# progress display, not what a training step computes.
+RESUME_FREE_OPTIONS = frozenset({
+    "resume", "quiet", "report_to", "run_name", "logging_steps", "save_steps", "save_total_limit",
+    "dataloader_workers", "forward_batch_size", "chunk_size", "gradient_checkpointing",
+    "ddp_find_unused_parameters", "output"})
+# What a run written before an option existed was trained with (its record lacks the option).
+VALUES_BEFORE_OPTION = {"attention_dropout": "model"}
+_UNRECORDED = object()
+
+
+def resume_differences(recorded: dict[str, Any], config: TrainConfig) -> list[str]:
+    """The training options of ``config`` that differ from ``recorded`` (the options of the run
+    that wrote the checkpoint, as ``synthrank_train.json`` keeps them), as ``name: then -> now``
+    lines. Resuming across such a change would continue one run with another's settings."""
+    current = config.model_dump(mode="json")
+    differences = []
+    for name, now in current.items():
+        if name in RESUME_FREE_OPTIONS:
+            continue
+        then = recorded.get(name, VALUES_BEFORE_OPTION.get(name, _UNRECORDED))
+        if then is _UNRECORDED:
+            log.warning("resume: the checkpoint's run did not record %r (an older synthrank); assuming it matches", name)
+            continue
+        if name in ("data", "model", "deepspeed") and isinstance(then, str) and isinstance(now, str):
+            then, now = _same_path_spelling(then, now)
+        if then != now:
+            differences.append(f"{name}: {then!r} -> {now!r}")
+    return differences
+
+
+def _same_path_spelling(then: str, now: str) -> tuple[str, str]:
+    """Two spellings of one existing path compare equal (relative vs absolute)."""
+    try:
+        if Path(then).expanduser().resolve() == Path(now).expanduser().resolve():
+            return now, now
+    except OSError:
+        pass
+    return then, now
+
+
 def _check_deepspeed_file(path: Path) -> None:
     """A missing or broken DeepSpeed config fails at load, not inside DeepSpeed after the model loaded."""
     import json

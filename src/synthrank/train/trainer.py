@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from transformers import Trainer, TrainerCallback
+from transformers import PrinterCallback, Trainer, TrainerCallback
 
 from synthrank.losses import in_batch_scores
 from synthrank.models.dropout import set_attention_dropout
@@ -131,6 +131,10 @@ class RankingTrainer(Trainer):
         self._rate_mark: tuple[float, int] | None = None
         if self.train_dataset is not None and hasattr(self.train_dataset, "set_epoch"):
             self.add_callback(_EpochCallback(self.train_dataset))
+        if self.args.disable_tqdm:
+            # quiet means quiet: without its progress bar the Trainer prints every log dict to stdout
+            # (PrinterCallback); the logs are still kept in state.log_history and sent to report_to
+            self.remove_callback(PrinterCallback)
 
     # -- embeddings and loss -------------------------------------------------------------------
     def embed(self, model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -361,17 +365,40 @@ def _resume_checkpoint(config) -> str | None:
     return last
 
 
+def _check_resume_matches(record_path: Path, config, recipe_record: dict) -> None:
+    """Refuse to resume a checkpoint under other training options or another recipe than the run
+    that wrote it (its ``synthrank_train.json``): the result would be neither run. A checkpoint
+    without that record (trained elsewhere) is resumed as asked."""
+    from synthrank.train.config import resume_differences
+
+    try:
+        recorded = json.loads(record_path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return
+    differences = resume_differences(recorded.get("config", {}), config)
+    then = {k: v for k, v in (recorded.get("recipe") or {}).items() if k != "path"}
+    now = {k: v for k, v in recipe_record.items() if k != "path"}
+    if then and then != now:
+        differences.append("recipe: its sources or grouping changed")
+    if differences:
+        raise ValueError(f"{record_path}: cannot resume: these options differ from the run that wrote the checkpoint: "
+                         f"{'; '.join(differences)}. Set them back, or train into a new --output.")
+
+
 def train(config, callbacks: list | None = None) -> TrainResult:
     """Train as ``config`` says; the model is written to ``config.output`` (a sentence-transformers
     folder), checkpoints to ``config.output/checkpoint-N``."""
     resume = _resume_checkpoint(config)
     trainer, dataset, encoder, recipe, pools = build_training(config, callbacks)
     output = Path(config.output)
+    recipe_record = {**recipe.model_dump(mode="json"), "path": str(recipe.origin)}
+    if resume is not None:
+        _check_resume_matches(output / "synthrank_train.json", config, recipe_record)
     if trainer.args.should_save:
         output.mkdir(parents=True, exist_ok=True)
         provenance = {
             "config": config.model_dump(mode="json"),
-            "recipe": {**recipe.model_dump(mode="json"), "path": str(recipe.origin)},
+            "recipe": recipe_record,
             "data": {**pools.stats, "queries": len(dataset), "dropped_queries": dataset.dropped,
                      "passages": len(pools.passages)},
             "encoder": {k: v for k, v in vars(encoder.config).items()
