@@ -359,3 +359,24 @@ def test_quiet_training_prints_nothing(tmp_path, tiny_model, toy_beir, capfd, qu
         assert printed.out == "" and "'loss'" not in printed.err and "it/s" not in printed.err, printed
     else:
         assert "'loss'" in printed.out + printed.err
+
+
+def test_resume_from_the_last_steps_checkpoint_trains_no_further(tmp_path, tiny_model, toy_beir):
+    """Killed after the checkpoint of the last step but before the model was written: the resume
+    writes that checkpoint's weights as the model (HF's Trainer alone would train one more step)."""
+    from safetensors.torch import load_file
+
+    from synthrank.train.trainer import train
+
+    first = train(config_for(tmp_path, tiny_model, toy_beir, max_steps=2, save_steps=2, logging_steps=1))
+    finished = load_file(first.output / "model.safetensors")
+    (first.output / "model.safetensors").unlink()  # the kill
+    resumed = train(config_for(tmp_path, tiny_model, toy_beir, max_steps=2, save_steps=2, logging_steps=1,
+                               resume=True))
+    assert resumed.global_step == 2 and resumed.metrics == {"finished_checkpoint": str(first.output / "checkpoint-2")}
+    assert resumed.train_loss == pytest.approx(first.train_loss, abs=1e-3)  # logged losses are rounded
+    assert resumed.first_loss == first.first_loss
+    again = load_file(first.output / "model.safetensors")
+    assert again.keys() == finished.keys()
+    for key in finished:
+        torch.testing.assert_close(again[key], finished[key], msg=key)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from transformers import PrinterCallback, Trainer, TrainerCallback
+from transformers import PrinterCallback, Trainer, TrainerCallback, TrainerState
 
 from synthrank.losses import in_batch_scores
 from synthrank.models.dropout import set_attention_dropout
@@ -408,8 +408,33 @@ def train(config, callbacks: list | None = None) -> TrainResult:
             "world_size": trainer.args.world_size,
         }
         (output / "synthrank_train.json").write_text(json.dumps(provenance, indent=2, default=str) + "\n")
-    result = trainer.train(resume_from_checkpoint=resume)
+    if resume is not None and config.deepspeed is None and _finished_checkpoint(resume):
+        # Killed after the last step's checkpoint but before the model was written: HF's Trainer
+        # would train one step past max_steps on resume; the checkpoint is the finished model.
+        trainer._load_from_checkpoint(resume)
+        trainer.state = TrainerState.load_from_json(str(Path(resume) / "trainer_state.json"))
+        train_loss, metrics = _logged_mean_loss(trainer.state.log_history), {"finished_checkpoint": resume}
+    else:
+        result = trainer.train(resume_from_checkpoint=resume)
+        train_loss, metrics = result.training_loss, dict(result.metrics)
     trainer.save_model(str(output))
     history = trainer.state.log_history
     first = next((h["loss"] for h in history if "loss" in h), None)
-    return TrainResult(output, trainer.state.global_step, result.training_loss, dict(result.metrics), first)
+    return TrainResult(output, trainer.state.global_step, train_loss, metrics, first)
+
+
+def _finished_checkpoint(checkpoint: str) -> bool:
+    """Whether a checkpoint was saved at the run's last step (its state reached max_steps)."""
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+    return 0 < state.get("max_steps", 0) <= state.get("global_step", 0)
+
+
+def _logged_mean_loss(history: list[dict]) -> float | None:
+    """The run's mean training loss from its logs (each logged loss is the mean since the one
+    before; weighted by the steps it covers), as the Trainer reports it at the end."""
+    total, steps, previous = 0.0, 0, 0
+    for entry in history:
+        if "loss" in entry and "step" in entry:
+            covered = entry["step"] - previous
+            total, steps, previous = total + entry["loss"] * covered, steps + covered, entry["step"]
+    return total / steps if steps else None
