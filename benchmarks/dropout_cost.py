@@ -6,9 +6,14 @@ the bundled all-MiniLM-L6-v2 in train mode, in-batch cross-entropy, backward, Ad
 process: ``model`` (the model's own 0.1 everywhere, as sentence-transformers trains), ``attention-off``
 (synthrank's default: attention-probability dropout 0, hidden-state dropout 0.1) and ``all-off``.
 ``--profile`` adds, per setting, the share of the step spent in the top operators (torch.profiler).
+``--settings`` picks settings; ``attention-off-compiled`` (opt-in) is ``attention-off`` with the
+model under ``torch.compile`` (inductor; shapes are fixed here, so it compiles once, in the
+warm-up step, whose time is recorded as ``warmup_seconds``): does fusing the non-matrix operators
+buy what dropout settings cannot?
 
     flock /tmp/synthrank-heavy.lock .venv/bin/python benchmarks/dropout_cost.py [--length 128]
-        [--steps 5] [--emulate-avx2] [--profile] [--output benchmarks/results/dropout_cost.json]
+        [--steps 5] [--emulate-avx2] [--profile] [--settings model,attention-off,all-off]
+        [--output benchmarks/results/dropout_cost.json]
 
 ``--emulate-avx2`` caps torch's kernel libraries at AVX2 (as ``train_speed.py --emulate-avx2``).
 """
@@ -27,6 +32,7 @@ from synthrank.utils.cpu import AVX2_ONLY_ENV, cpu_model, speed_flags
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = ("model", "attention-off", "all-off")
+OPT_IN_SETTINGS = ("attention-off-compiled",)
 
 SIDE = r'''
 import json, random, sys, time
@@ -39,7 +45,7 @@ setting, length, steps, profile = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]
 torch.manual_seed(0)
 model = SentenceTransformer(str(bundled_encoder_path()), device="cpu")
 model.max_seq_length = length
-if setting in ("attention-off", "all-off"):
+if setting in ("attention-off", "all-off", "attention-off-compiled"):
     set_attention_dropout(model, 0.0)
 if setting == "all-off":
     for module in model.modules():
@@ -47,14 +53,15 @@ if setting == "all-off":
             module.p = 0.0
 optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
 model.train()
+forward = torch.compile(model) if setting.endswith("-compiled") else model
 rng = random.Random(0)
 words = "protein cell gene virus vaccine cancer brain heart lung blood insulin trial dose risk".split()
 passages = [" ".join(rng.choice(words) for _ in range(2 * length)) for _ in range(64)]
 queries = [" ".join(rng.choice(words) for _ in range(15)) for _ in range(16)]
 
 def step():
-    q = model(model.preprocess(queries))["sentence_embedding"]
-    p = model(model.preprocess(passages))["sentence_embedding"]
+    q = forward(model.preprocess(queries))["sentence_embedding"]
+    p = forward(model.preprocess(passages))["sentence_embedding"]
     loss = torch.nn.functional.cross_entropy(q @ p.T / 0.05, torch.arange(16) * 4)
     loss.backward()
     optimizer.step()
@@ -73,7 +80,7 @@ if profile:
     events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
     total = sum(e.self_cpu_time_total for e in events)
     shares = {e.key: round(e.self_cpu_time_total / total, 4) for e in events[:8]}
-print("RESULT " + json.dumps({"step_seconds": seconds[1:], "top_operators": shares}))
+print("RESULT " + json.dumps({"step_seconds": seconds[1:], "warmup_seconds": seconds[0], "top_operators": shares}))
 '''
 
 
@@ -92,13 +99,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed steps after one warm-up step")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--emulate-avx2", action="store_true")
+    parser.add_argument("--settings", default=",".join(SETTINGS),
+                        help=f"comma-separated, from {', '.join(SETTINGS + OPT_IN_SETTINGS)} ('model' is the reference)")
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results" / "dropout_cost.json")
     args = parser.parse_args()
+    settings = [name.strip() for name in args.settings.split(",") if name.strip()]
+    unknown = sorted(set(settings) - set(SETTINGS + OPT_IN_SETTINGS))
+    if unknown or "model" not in settings:
+        parser.error(f"--settings: unknown {unknown}" if unknown else "--settings must include 'model' (the reference)")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
     if args.emulate_avx2:
         env.update(AVX2_ONLY_ENV)
     results = {}
-    for setting in SETTINGS:
+    for setting in settings:
         result = run(setting, args.length, args.steps, args.profile, env)
         result["median_step_seconds"] = statistics.median(result["step_seconds"])
         results[setting] = result
