@@ -70,6 +70,24 @@ class Stage:
         return {"done": "done", "running": "resume", "failed": "failed"}.get(record.get("status"), "pending")
 
 
+def _fingerprinted_spec(stage: Stage) -> dict[str, Any]:
+    """What a stage's fingerprint covers: its spec, with a train stage's options that came after
+    runs were recorded spelled by behaviour. Such an option counts at its resolved value (the
+    default when not given), and not at all when that value is what runs did before the option
+    existed; so a run recorded before it stays done when a config pins the old behaviour, and is
+    redone when the config relies on a new default."""
+    if stage.kind != "train":
+        return stage.spec
+    from synthrank.train.config import VALUES_BEFORE_OPTION, TrainConfig
+
+    options = dict(stage.spec["train"])
+    for name, before in VALUES_BEFORE_OPTION.items():
+        value = options.pop(name, TrainConfig.model_fields[name].default)
+        if value != before:
+            options[name] = value
+    return {**stage.spec, "train": options}
+
+
 def _hash(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -105,7 +123,8 @@ def plan(config: ExperimentConfig, only: str | None = None) -> list[Stage]:
     def add(stage: Stage) -> Stage:
         stage.output = run_dir / stage.kind / stage.name
         upstream = [stages[d].fingerprint for d in stage.deps]
-        stage.fingerprint = _hash({"kind": stage.kind, "spec": stage.spec, "deps": upstream, "version": __version__})
+        stage.fingerprint = _hash({"kind": stage.kind, "spec": _fingerprinted_spec(stage), "deps": upstream,
+                                   "version": __version__})
         stages[stage.key] = stage
         return stage
 
