@@ -76,6 +76,24 @@ def validate_config(model_cls: type[ModelT], data: dict, origin: str | Path,
         raise error_cls(origin, None, format_location(first["loc"]), problems) from None
 
 
+def validation_summary(error: ValidationError, command_line: type[BaseModel] | None = None) -> str:
+    """A pydantic validation error as one line, each problem naming its field: ``field: problem``;
+    given the options model a command line was built from, its fields are named by their flags
+    (``--max-length must be >= 1``)."""
+    from synthrank.utils.options import flag_of
+
+    parts = []
+    for item in error.errors():
+        message, loc = item["msg"].removeprefix("Value error, "), item["loc"]
+        if not loc:
+            parts.append(message)
+        elif command_line is not None and loc[0] in command_line.model_fields:
+            parts.append(f"{flag_of(str(loc[0]), command_line.model_fields[str(loc[0])])} {message}")
+        else:
+            parts.append(f"{format_location(loc)}: {message}")
+    return "; ".join(parts)
+
+
 def parse_assignments(items: list[str] | None, option: str) -> dict[str, Any]:
     """``KEY=VALUE`` command-line items as a dict; a value is read as JSON when it parses
     (numbers, booleans, lists), else kept as text. ValueError names ``option`` and the item."""

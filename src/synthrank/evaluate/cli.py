@@ -14,7 +14,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from synthrank.evaluate.options import EvalOptions, eval_options_error
+from synthrank.data.config_files import validation_summary
+from synthrank.evaluate.options import EvalOptions
 from synthrank.utils.cli import fail, options_command
 
 
@@ -40,7 +41,7 @@ def _eval(given: dict, output: Path | None, run: Path | None, quiet: bool) -> No
     try:
         options = EvalOptions(**given)
     except ValidationError as error:
-        fail(eval_options_error(error, command_line=True))
+        fail(validation_summary(error, command_line=EvalOptions))
     # Everything that can be checked without the data is checked before the evaluation runs.
     for option, path in (("--output", output), ("--run", run)):
         if path is not None and path.is_dir():

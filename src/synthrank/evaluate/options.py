@@ -14,15 +14,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from synthrank.data.config_files import format_location
 from synthrank.evaluate.metrics import DEFAULT_MEASURES
 from synthrank.models.bundled import DEFAULT_ENCODER
 from synthrank.models.choices import Dtype, Pooling
-from synthrank.utils.options import Cli, flag_of
+from synthrank.utils.options import Cli
 
-__all__ = ["EvalOptions", "EvalSettings", "eval_options_error"]
+__all__ = ["EvalOptions", "EvalSettings"]
 
 
 def _none_word(value: Any) -> Any:
@@ -116,19 +115,3 @@ class EvalOptions(EvalSettings):
     model: Annotated[str, Field(
         DEFAULT_ENCODER, description="A local model folder, a bundled alias (all-MiniLM-L6-v2), or 'bm25'")]
     split: Annotated[str, Field("test", description="Qrels split to evaluate")]
-
-
-def eval_options_error(error: ValidationError, command_line: bool = False) -> str:
-    """A validation error of evaluation options as one line, naming each field (its flag when
-    ``command_line``): ``--max-length must be >= 1 (tokens), not 0``."""
-    parts = []
-    for item in error.errors():
-        message = item["msg"].removeprefix("Value error, ")
-        loc = item["loc"]
-        if not loc:
-            parts.append(message)
-        elif command_line and loc[0] in EvalOptions.model_fields:
-            parts.append(f"{flag_of(str(loc[0]), EvalOptions.model_fields[str(loc[0])])} {message}")
-        else:
-            parts.append(f"{format_location(loc)}: {message}")
-    return "; ".join(parts)

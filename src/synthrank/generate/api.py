@@ -8,11 +8,12 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from synthrank.data.config_files import validation_summary
 from synthrank.generate.backends import make_backend
 from synthrank.generate.backends.base import Backend
 from synthrank.generate.export import export_beir
 from synthrank.generate.levels import default_levels, load_levels
-from synthrank.generate.options import FIDELITY_SCORERS, GenerateOptions, options_error
+from synthrank.generate.options import FIDELITY_SCORERS, GenerateOptions
 from synthrank.generate.prompts import PromptSet
 from synthrank.generate.references import load_references
 from synthrank.generate.queries import (
@@ -210,7 +211,7 @@ def resolve_options(queries, options: GenerateOptions | None, kwargs: dict) -> G
     try:
         return GenerateOptions.model_validate(data)
     except ValidationError as error:
-        raise ValueError(options_error(error)) from None
+        raise ValueError(validation_summary(error)) from None
 
 
 def measure_fidelity(folder: str | Path, split: str = "train", scorers=("bm25", "encoder"),

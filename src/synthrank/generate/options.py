@@ -16,12 +16,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from synthrank.data.config_files import format_location, parse_assignments
+from synthrank.data.config_files import parse_assignments
 from synthrank.utils.options import Cli
 
-__all__ = ["GenerateOptions", "FIDELITY_SCORERS", "options_error"]
+__all__ = ["GenerateOptions", "FIDELITY_SCORERS"]
 
 FIDELITY_SCORERS = ("bm25", "encoder")
 
@@ -139,9 +139,3 @@ class GenerateOptions(BaseModel):
         from synthrank.generate.backends.options import validate_backend_options
 
         validate_backend_options(self.backend or default_backend(), self.backend_options)
-
-
-def options_error(error: ValidationError) -> str:
-    """A validation error of generation options as one line: ``field: problem; ...``."""
-    return "; ".join(f"{format_location(e['loc'])}: {e['msg']}".replace("<root>: ", "").replace("Value error, ", "")
-                     for e in error.errors())
