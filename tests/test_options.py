@@ -236,6 +236,8 @@ def test_experiment_eval_section_is_eval_settings_and_keeps_old_fingerprints(tmp
                                                                       "bm25_stemmer": None}
     with pytest.raises(Exception, match="eval.dtype"):
         eval_specs(dtype="int4")
+    with pytest.raises(Exception, match=r"eval.measures\[1\]: Input should be a valid string"):
+        eval_specs(measures=["nDCG@10", 10])  # refused, not dropped
     with pytest.raises(Exception, match="eval.split"):
         eval_specs(split="dev")  # the split belongs to each dataset
 

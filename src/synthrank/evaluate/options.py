@@ -64,7 +64,9 @@ class EvalSettings(BaseModel):
         if isinstance(value, (list, tuple)):
             from synthrank.evaluate.metrics import parse_measures
 
-            names = [name.strip() for name in value if isinstance(name, str) and name.strip()]
+            if not all(isinstance(name, str) for name in value):
+                return value  # pydantic names the item that is no text
+            names = [name.strip() for name in value if name.strip()]
             parse_measures(names)  # ValueError names the measure and gives examples
             return names
         return value
