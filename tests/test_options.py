@@ -76,7 +76,7 @@ def test_train_cli_reaches_every_training_option(tmp_path, monkeypatch):
               "temperature": 0.5, "loss_params": {"a": 1}, "output": "out", "batch_size": 4, "lr": 0.001,
               "epochs": 2.0, "max_steps": 7, "warmup": 3.0, "weight_decay": 0.1, "lr_scheduler": "cosine",
               "optim": "sgd", "max_grad_norm": 0.5, "grad_accum": 2, "chunk_size": None, "forward_batch_size": 8,
-              "bf16": True, "fp16": False, "attention_dropout": 0.05, "gradient_checkpointing": True, "deepspeed": str(tmp_path / "ds.json"),
+              "bf16": True, "fp16": False, "attention_dropout": 0.05, "dropout_masks": "torch", "gradient_checkpointing": True, "deepspeed": str(tmp_path / "ds.json"),
               "seed": 5, "drop_last": False, "dataloader_workers": 1, "ddp_find_unused_parameters": True,
               "save_steps": 9, "save_total_limit": 2, "logging_steps": 3, "report_to": "tensorboard",
               "run_name": "r", "resume": True, "quiet": True}

@@ -373,8 +373,9 @@ def test_eval_settings_of_the_experiment_reach_every_evaluation(tmp_path, monkey
 
 
 def test_train_fingerprint_spells_new_options_by_behaviour(tmp_path):
-    """attention_dropout came after runs were recorded: pinning the old behaviour ("model") keeps an
-    old run's fingerprint; relying on the new default (0) or another value changes it."""
+    """attention_dropout and dropout_masks came after runs were recorded: pinning the old behaviour
+    ("model", "torch") keeps an old run's fingerprint; relying on a new default (0, "fast") or
+    another value changes it."""
     from synthrank.experiments.runner import _hash
 
     def train_fingerprints(**train):
@@ -390,9 +391,10 @@ def test_train_fingerprint_spells_new_options_by_behaviour(tmp_path):
     assert "attention_dropout" not in stage.spec["train"]
     legacy = _hash({"kind": "train", "spec": stage.spec, "deps": [stages[d].fingerprint for d in stage.deps],
                     "version": __version__})  # the fingerprint as the runner computed it before the option
-    pinned = train_fingerprints(attention_dropout="model")
+    pinned = train_fingerprints(attention_dropout="model", dropout_masks="torch")
     assert pinned["train/ws2"] == legacy  # ...is kept by pinning the model's dropout
     assert before_option["train/ws2"] != legacy  # the default is now 0: such a run is redone
-    assert before_option == train_fingerprints(attention_dropout=0.0)  # the default, given or not
+    assert before_option == train_fingerprints(attention_dropout=0.0, dropout_masks="fast")  # defaults, given or not
+    assert train_fingerprints(attention_dropout="model")["train/ws2"] not in (legacy, before_option["train/ws2"])
     assert train_fingerprints(attention_dropout=0.1)["train/ws2"] not in (legacy, before_option["train/ws2"])
     assert pinned["eval/ws2@scifact-test"] != before_option["eval/ws2@scifact-test"]  # evals follow their model

@@ -56,3 +56,13 @@ def test_attention_dropout_is_a_probability_or_model(tmp_path):
     for bad in (1.0, -0.1, "half"):
         with pytest.raises(ConfigError, match="attention_dropout"):
             load_train_config(None, {**base, "attention_dropout": bad})
+
+
+def test_dropout_masks_are_fast_or_torch():
+    from synthrank.train.config import ConfigError, load_train_config
+
+    base = {"data": "recipe.toml", "output": "out"}
+    assert load_train_config(None, base).dropout_masks == "fast"
+    assert load_train_config(None, {**base, "dropout_masks": "torch"}).dropout_masks == "torch"
+    with pytest.raises(ConfigError, match="dropout_masks"):
+        load_train_config(None, {**base, "dropout_masks": "bernoulli"})

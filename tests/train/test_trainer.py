@@ -311,6 +311,24 @@ def test_attention_dropout_reaches_the_trained_model_and_not_its_saved_config(tm
     assert saved["attention_probs_dropout_prob"] == 0.2  # the model's own, for whoever trains it next
 
 
+@pytest.mark.parametrize("dropout_masks", ["fast", "torch"])
+def test_dropout_masks_choose_the_dropout_modules_of_the_trained_model(tmp_path, toy_beir, dropout_masks):
+    """'fast' (the default) puts FastDropout in place of every plain dropout of the model it trains,
+    at the same probabilities; 'torch' leaves torch's own. The saved model is the same format."""
+    from synthrank.models.dropout import FastDropout
+    from synthrank.train.trainer import build_training, train
+
+    model = make_tiny_model(tmp_path / "dropout-model", dropout=0.2)
+    options = {} if dropout_masks == "fast" else {"dropout_masks": dropout_masks}
+    trainer, *_ = build_training(config_for(tmp_path, model, toy_beir, **options))
+    dropouts = [m for m in trainer.model.modules() if isinstance(m, torch.nn.Dropout)]
+    fast = [m for m in dropouts if isinstance(m, FastDropout)]
+    assert dropouts and len(fast) == (len(dropouts) if dropout_masks == "fast" else 0)
+    assert {m.p for m in dropouts if m.p} == {0.2}
+    result = train(config_for(tmp_path, model, toy_beir, max_steps=1, **options))
+    assert json.loads((result.output / "synthrank_train.json").read_text())["config"]["dropout_masks"] == dropout_masks
+
+
 def test_resume_refuses_a_checkpoint_trained_under_other_options(tmp_path, tiny_model, toy_beir):
     """A checkpoint resumes only under the options (and recipe) of the run that wrote it; logging,
     saving and progress may change. A record from before an option existed counts as that
@@ -337,9 +355,15 @@ def test_resume_refuses_a_checkpoint_trained_under_other_options(tmp_path, tiny_
     record_path.write_text(json.dumps(record))
     train(config_for(tmp_path, tiny_model, toy_beir, max_steps=2, save_steps=1, resume=True,
                      attention_dropout="model"))
+    # and before dropout_masks existed: that run drew torch's masks
+    record["config"]["attention_dropout"] = 0.0
+    del record["config"]["dropout_masks"]
+    record_path.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match=r"dropout_masks: 'torch' -> 'fast'"):
+        train(config_for(tmp_path, tiny_model, toy_beir, max_steps=2, save_steps=1, resume=True))
     # another recipe over the same data path
     record["recipe"]["group_size"] = 7
-    record["config"]["attention_dropout"] = 0.0
+    record["config"]["dropout_masks"] = "fast"
     record_path.write_text(json.dumps(record))
     with pytest.raises(ValueError, match="recipe: its sources or grouping changed"):
         train(config_for(tmp_path, tiny_model, toy_beir, max_steps=2, save_steps=1, resume=True))

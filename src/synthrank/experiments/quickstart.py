@@ -40,7 +40,7 @@ def quickstart_config(output: str = "runs/quickstart", queries: int = 32, real_c
                   "loss_params": {"label_temperature": 0.25}, "query_max_length": 64,
                   "passage_max_length": 256, "seed": seed, "logging_steps": 5, "save_steps": 20,
                   # the model's own 0.1, as the README's quickstart figures were measured
-                  "attention_dropout": "model"},
+                  "attention_dropout": "model", "dropout_masks": "torch"},
         "settings": [{
             "name": "ws2-synthetic+real",
             "loss": "ws2",

@@ -1,4 +1,4 @@
-"""Dropout on attention probabilities, set for training without touching the saved config.
+"""Dropout for training: the probability on attention, and how dropout masks are drawn on CPU.
 
 Why a training option: with dropout on the attention probabilities, torch's fused attention
 kernel (``scaled_dot_product_attention``'s flash path) cannot run on CPU, so attention falls
@@ -10,13 +10,21 @@ queries and 64 passages of 128 tokens, that is ~20 % of a CPU training step (REA
 The probability is set on the live modules only (Hugging Face attention classes read it at
 forward time); the model's ``config.json`` keeps its own value, so a saved model trains on
 elsewhere as its authors configured it.
+
+Drawing the masks: torch's CPU dropout draws one Bernoulli number per element. With attention
+dropout off, the hidden-state dropouts left (13 in MiniLM: embeddings, and two per layer) still
+took ~8 % of an AVX2 training step (``benchmarks/dropout_cost.py``). ``use_fast_dropout`` swaps
+them for ``FastDropout``, which cuts each 64-bit word of torch's generator into four 16-bit
+uniform numbers: ~4x fewer generator calls, same probability up to a rounding to 1/65536, same
+seeding (``torch.manual_seed``), same recomputation under gradient checkpointing (which restores
+the generator's state).
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["set_attention_dropout"]
+__all__ = ["FastDropout", "drop_mask", "set_attention_dropout", "use_fast_dropout"]
 
 # attention modules keep their probability dropout under one of these names: an nn.Dropout
 # (BERT, RoBERTa, XLM-R, MPNet, DistilBERT: "dropout"; GPT-2: "attn_dropout") or a float that
@@ -54,4 +62,71 @@ def set_attention_dropout(model: torch.nn.Module, probability: float) -> int:
                 setattr(module, attr, float(probability))
                 found = True
         count += found
+    return count
+
+
+_LANE_VALUES = 1 << 16  # a 16-bit lane takes each of 65,536 values equally often
+
+
+def drop_mask(shape: torch.Size | tuple[int, ...], probability: float,
+              generator: torch.Generator | None = None) -> torch.Tensor:
+    """A CPU bool tensor of ``shape``, each element True (dropped) with ``probability`` rounded to a
+    multiple of 1/65536 (0.1 -> 0.100006), independently. Four elements per 64-bit random word."""
+    if not 0.0 <= probability <= 1.0:
+        raise ValueError(f"dropout probability {probability}: must be in [0, 1]")
+    steps = round(probability * _LANE_VALUES)
+    if steps == _LANE_VALUES:  # the threshold 2^15 is not an int16: every lane is below it
+        return torch.ones(shape, dtype=torch.bool)
+    count = 1
+    for size in shape:
+        count *= size
+    # random_ over the whole int64 range draws all 64 bits; a plain random_() leaves the sign bit
+    # at 0, and one lane in four would then almost never be dropped
+    words = torch.empty((count + 3) // 4, dtype=torch.int64).random_(-(1 << 63), None, generator=generator)
+    lanes = words.view(torch.int16)[:count]
+    return (lanes < -(1 << 15) + steps).view(shape)
+
+
+class _MaskedScale(torch.autograd.Function):
+    """x -> x * keep / (1 - p), with the mask kept as bool for the backward pass (as torch's
+    dropout keeps it). ``masked_fill`` is used because multiplying by a bool tensor takes a slow
+    type-promotion path on CPU (~2x the time of the fill, measured on AVX2 and AVX-512)."""
+
+    @staticmethod
+    def forward(ctx, inputs: torch.Tensor, dropped: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.save_for_backward(dropped)
+        ctx.scale = scale
+        return inputs.masked_fill(dropped, 0).mul_(scale)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (dropped,) = ctx.saved_tensors
+        return grad.masked_fill(dropped, 0).mul_(ctx.scale), None, None
+
+
+class FastDropout(torch.nn.Dropout):
+    """``nn.Dropout`` whose CPU masks come from ``drop_mask``. Elsewhere (GPU, eval mode,
+    p = 0, or p below what 16 bits resolve) it is torch's own dropout."""
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        if (not self.training or inputs.device.type != "cpu" or self.inplace
+                or round(self.p * _LANE_VALUES) in (0, _LANE_VALUES)):
+            return super().forward(inputs)
+        dropped = drop_mask(inputs.shape, self.p)
+        return _MaskedScale.apply(inputs, dropped, 1.0 / (1.0 - self.p))
+
+
+def use_fast_dropout(model: torch.nn.Module) -> int:
+    """Replace every plain ``nn.Dropout`` in ``model`` by a ``FastDropout`` of the same
+    probability; returns how many were replaced. Subclasses of ``nn.Dropout`` are left alone
+    (they may do more than drop), and so are attention modules' probabilities, which Hugging
+    Face passes to the attention kernel as a number."""
+    count = 0
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if type(child) is torch.nn.Dropout:
+                replacement = FastDropout(child.p, inplace=child.inplace)
+                replacement.train(child.training)
+                setattr(module, name, replacement)
+                count += 1
     return count

@@ -109,6 +109,10 @@ class TrainConfig(BaseModel):
         0.0, description="Dropout on attention probabilities while training, in [0, 1), or 'model' for the "
         "model's own (0.1 for MiniLM/BERT). 0 lets torch's fused attention kernel run: faster CPU steps (README, "
         "Training speed); hidden-state dropout stays the model's"), Cli(type=str, parse=_probability_or_model, show_default="0.0")]
+    dropout_masks: Annotated[Literal["fast", "torch"], Field(
+        "fast", description="How dropout masks are drawn on CPU: 'fast' cuts each 64-bit random word into four "
+        "16-bit draws (probability rounded to 1/65536; faster CPU steps: README, Training speed), 'torch' uses "
+        "torch's own dropout. GPUs always use torch's")]
     gradient_checkpointing: Annotated[bool, Field(
         False, description="Recompute activations in the backward pass (less memory, slower)"),
         HF("gradient_checkpointing", convert=lambda on: on or None)]
@@ -161,7 +165,7 @@ RESUME_FREE_OPTIONS = frozenset({
     "dataloader_workers", "forward_batch_size", "chunk_size", "gradient_checkpointing",
     "ddp_find_unused_parameters", "output"})
 # What a run written before an option existed was trained with (its record lacks the option).
-VALUES_BEFORE_OPTION = {"attention_dropout": "model"}
+VALUES_BEFORE_OPTION = {"attention_dropout": "model", "dropout_masks": "torch"}
 _UNRECORDED = object()
 
 

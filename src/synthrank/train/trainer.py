@@ -33,7 +33,7 @@ import torch.distributed as dist
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainerState
 
 from synthrank.losses import in_batch_scores
-from synthrank.models.dropout import set_attention_dropout
+from synthrank.models.dropout import set_attention_dropout, use_fast_dropout
 from synthrank.models.embedding import embed
 from synthrank.models.st_format import load_model, save_model, transformer_of
 from synthrank.train.arguments import RankingTrainingArguments
@@ -296,6 +296,8 @@ def build_training(config, callbacks: list | None = None):
         if not set_count and "attention_dropout" in config.model_fields_set:
             log.warning("attention_dropout = %s: no attention dropout found in model %r; nothing changed",
                         config.attention_dropout, config.model)
+    if config.dropout_masks == "fast":
+        use_fast_dropout(model)
     # A pooler head (BERT, RoBERTa, ...) is not used by the embeddings: freeze it, so that DDP
     # does not wait for gradients that never come.
     for name, param in encoder.transformer.named_parameters():
