@@ -16,8 +16,9 @@ carries *less* overhead than our ``Trainer``, so the comparison does not favour 
 
 Each side trains as its library does by default: sentence-transformers with the model's dropout
 everywhere, synthrank with attention-probability dropout off (``train.attention_dropout = 0``,
-which lets torch's fused attention kernel run). ``--cross`` also times each side with the other's
-setting, so the table shows how much of the difference is that one setting. ``--emulate-avx2``
+which lets torch's fused attention kernel run) and hidden-state dropout masks drawn 16 bits at a
+time (``train.dropout_masks = "fast"``). ``--cross`` also times each side with the other's
+settings, so the table shows how much of the difference is those settings. ``--emulate-avx2``
 caps torch's kernel libraries at AVX2 (an AVX-512 machine then computes as an AVX2-only one would,
 up to caches and memory); the output records it.
 
@@ -103,7 +104,7 @@ config = load_train_config(None, dict(
     group_size=spec["group"], query_max_length=spec["length"], passage_max_length=spec["length"],
     max_steps=spec["warmup"] + spec["steps"], lr=1e-5, warmup=0, save_steps=10**6, logging_steps=10**6,
     quiet=True, temperature=0.05 if spec["loss"] == "infonce" else 1.0, seed=0,
-    **({"attention_dropout": spec["attention_dropout"]} if "attention_dropout" in spec else {})))
+    **{name: spec[name] for name in ("attention_dropout", "dropout_masks") if name in spec}))
 train(config, callbacks=[Clock()])
 timed = times[spec["warmup"]:]
 print("RESULT " + json.dumps({"step_seconds": timed, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -126,6 +127,9 @@ model.max_seq_length = spec["length"]
 if spec.get("attention_dropout") is not None:
     from synthrank.models.dropout import set_attention_dropout
     set_attention_dropout(model, spec["attention_dropout"])
+if spec.get("dropout_masks") == "fast":
+    from synthrank.models.dropout import use_fast_dropout
+    use_fast_dropout(model)
 loss_fn = MultipleNegativesRankingLoss(model)
 optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
 model.train()
@@ -187,8 +191,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--losses", default="ws2", help="synthrank losses to time, comma-separated")
     parser.add_argument("--cross", action="store_true",
-                        help="also time each side with the other's attention dropout: MNRL with 0 (synthrank's "
-                        "default), synthrank with 0.1 (the model's, what MNRL trains with)")
+                        help="also time each side with the other's dropout: MNRL with synthrank's defaults "
+                        "(attention dropout 0, fast dropout masks), synthrank with sentence-transformers' "
+                        "(the model's 0.1 attention dropout, torch's masks)")
     parser.add_argument("--emulate-avx2", action="store_true",
                         help="cap torch's kernels at AVX2 (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA, "
                         "MKL_ENABLE_INSTRUCTIONS), as on a CPU without AVX-512")
@@ -201,12 +206,13 @@ def main() -> None:
             "length": args.length, "steps": args.steps, "warmup": args.warmup}
     sides = {"sentence-transformers MNRL": (ST_SIDE, base)}
     if args.cross:
-        sides["sentence-transformers MNRL, attention dropout 0"] = (ST_SIDE, {**base, "attention_dropout": 0.0})
+        sides["sentence-transformers MNRL, synthrank's dropout"] = (ST_SIDE, {**base, "attention_dropout": 0.0,
+                                                                                "dropout_masks": "fast"})
     for loss in [x.strip() for x in args.losses.split(",") if x.strip()]:
         sides[f"synthrank {loss}"] = (SYNTHRANK_SIDE, {**base, "loss": loss})
         if args.cross:
-            sides[f"synthrank {loss}, attention dropout 0.1"] = (SYNTHRANK_SIDE, {**base, "loss": loss,
-                                                                                 "attention_dropout": 0.1})
+            sides[f"synthrank {loss}, sentence-transformers' dropout"] = (
+                SYNTHRANK_SIDE, {**base, "loss": loss, "attention_dropout": 0.1, "dropout_masks": "torch"})
     if args.emulate_avx2:
         os.environ.update(AVX2_ONLY_ENV)  # the sides' processes inherit it
     runs: dict[str, list[dict]] = {name: [] for name in sides}
