@@ -20,7 +20,7 @@ FBGEMM_ENABLE_INSTRUCTIONS); memory and caches stay those of the machine, so fig
 AVX2 CPU are better evidence where one is at hand.
 
 Writes benchmarks/results/eval_speed-<cpu kind>.json (``avx512-bf16``, ``avx2``, or
-``avx2-emulated``). Run it on
+``avx2-emulated``; ``-sample<N>`` appended for ``--corpus-sample N``). Run it on
 a quiet machine: with 2 cores any other busy process distorts both sides.
 """
 
@@ -180,7 +180,8 @@ def main() -> None:
         "command": "SYNTHRANK_DATA_DIR=../shared/data .venv/bin/python benchmarks/eval_speed.py "
                    + " ".join(sys.argv[1:]),
     }
-    out = REPO / "benchmarks" / "results" / f"eval_speed-{kind}.json"
+    sample = f"-sample{args.corpus_sample}" if args.corpus_sample else ""  # a sampled run keeps its own file
+    out = REPO / "benchmarks" / "results" / f"eval_speed-{kind}{sample}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2) + "\n")
     for side in sides:
