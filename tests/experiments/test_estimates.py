@@ -102,6 +102,26 @@ def test_default_train_rate_follows_the_cpu_kind():
     assert default_train_rate(set()) == TRAIN_RATE_FP32  # unknown CPU: the slower kind
 
 
+def test_fp32_training_with_the_models_attention_dropout_is_estimated_at_its_slower_rate(tmp_path, monkeypatch):
+    from synthrank.experiments.estimates import TRAIN_RATE_FP32, TRAIN_RATE_FP32_MODEL_DROPOUT, default_train_rate
+
+    assert default_train_rate({"avx2"}, bf16=False, model_dropout=True) == TRAIN_RATE_FP32_MODEL_DROPOUT
+    assert TRAIN_RATE_FP32_MODEL_DROPOUT < TRAIN_RATE_FP32  # the fused attention kernel cannot run
+    monkeypatch.setenv("SYNTHRANK_DATA_DIR", str(tmp_path / "no-data"))
+    recipe = {"mode": "graded", "group_size": 4, "sources": [{"dataset": "scifact", "split": "train"}]}
+    config = parse_experiment({
+        "name": "t", "output": str(tmp_path / "run"), "train": {"max_steps": 10, "batch_size": 16},
+        "settings": [{"name": "default", "loss": "ws2", "recipe": recipe},
+                     {"name": "pinned", "loss": "ws2", "recipe": recipe, "train": {"attention_dropout": "model"}}],
+        "eval": {"datasets": [{"dataset": "scifact"}]}})
+    stages = {s.key: s for s in plan(config)}
+    assert stages["train/default"].estimate_s == pytest.approx(160 / TRAIN_RATE_FP32)
+    assert stages["train/pinned"].estimate_s == pytest.approx(160 / TRAIN_RATE_FP32_MODEL_DROPOUT)
+    assert "attention dropout" in stages["train/pinned"].estimate_basis
+    assert "attention dropout" not in stages["train/default"].estimate_basis
+    assert 'attention_dropout = "model"' in format_plan(list(stages.values()), config.estimates)
+
+
 def test_short_passages_are_estimated_to_encode_faster(tmp_path):
     from synthrank.experiments.estimates import REFERENCE_PASSAGE_BYTES, passage_length_scale
 

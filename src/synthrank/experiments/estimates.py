@@ -54,10 +54,13 @@ PUBLISHED_SIZES: dict[str, DatasetSize] = {
 ENCODE_RATE_NATIVE_BF16 = 60.0
 ENCODE_RATE_FP32 = 15.0
 # Training MiniLM (batch 16, group 4, passages <= 256 tokens) on 2 cores: 16 queries in ~6 s on the
-# AVX-512-BF16 CPU; 0.68 queries/s on the AVX2-only one (`synthrank quickstart`: 809 queries of
-# full-length SciFact abstracts in 1,194 s; README, "synthrank quickstart").
+# AVX-512-BF16 CPU. In fp32 on the AVX2-only one (`synthrank quickstart`, 809 queries of full-length
+# SciFact abstracts; README, "synthrank quickstart"): 1.41 queries/s (573 s) with synthrank's dropout
+# defaults, 0.68 queries/s (1,194 s) with the model's attention dropout (`attention_dropout = "model"`),
+# which keeps torch's fused attention kernel from running.
 TRAIN_RATE_NATIVE_BF16 = 16 / 6
-TRAIN_RATE_FP32 = 0.68
+TRAIN_RATE_FP32 = 809 / 573
+TRAIN_RATE_FP32_MODEL_DROPOUT = 0.68
 
 
 def has_native_bf16(flags: set[str] | None = None) -> bool:
@@ -72,10 +75,12 @@ def default_encode_rate(flags: set[str] | None = None) -> float:
     return ENCODE_RATE_NATIVE_BF16 if has_native_bf16(flags) else ENCODE_RATE_FP32
 
 
-def default_train_rate(flags: set[str] | None = None, bf16: bool = True) -> float:
+def default_train_rate(flags: set[str] | None = None, bf16: bool = True, model_dropout: bool = False) -> float:
     """The training rate (queries/s) to assume on this CPU kind; fp32 training (``bf16`` off) runs
-    at the fp32 rate on every CPU kind."""
-    return TRAIN_RATE_NATIVE_BF16 if bf16 and has_native_bf16(flags) else TRAIN_RATE_FP32
+    at the fp32 rate on every CPU kind, about half as fast with the model's attention dropout."""
+    if bf16 and has_native_bf16(flags):
+        return TRAIN_RATE_NATIVE_BF16
+    return TRAIN_RATE_FP32_MODEL_DROPOUT if model_dropout else TRAIN_RATE_FP32
 
 
 class Estimates(BaseModel):
@@ -95,7 +100,8 @@ class Estimates(BaseModel):
     train_queries_per_s_per_device: float = Field(
         default_factory=lambda: default_train_rate(), gt=0,
         description="Training queries (with their passages) per second per device (default: MiniLM, batch 16, "
-        "group 4, 256 tokens, 2 cores, measured per CPU kind: 2.67/s with native bf16, 0.68/s on AVX2 without it)")
+        "group 4, 256 tokens, 2 cores, measured per CPU kind: 2.67/s with native bf16; on AVX2 without it 1.41/s, "
+        "0.68/s with the model's attention dropout)")
     bm25_passages_per_s: float = Field(5000.0, gt=0, description="BM25 indexing (mining)")
     # `synthrank adapt --corpus scifact --documents 50` with the bundled SmolLM2: 50 queries in 272 s,
     # 8 of 43 kept by the round-trip filter (2 shared cores; README, "Adapt to your own documents")
@@ -112,16 +118,19 @@ class Estimates(BaseModel):
             "train_queries_per_s_per_device", "bm25_passages_per_s", "adapt_queries_per_s", "adapt_filter_yield",
             "eval_devices")]
         if "train_queries_per_s_per_device" not in self.model_fields_set:
-            lines[3] = (f"  train_queries_per_s_per_device = {self.train_rate(True)[0]:g} with bf16 = true, "
-                        f"{self.train_rate(False)[0]:g} in fp32 (this CPU kind)")
+            lines[3] = (f"  train_queries_per_s_per_device = {self.train_rate(True)[0]:.3g} with bf16 = true, "
+                        f"{self.train_rate(False)[0]:.3g} in fp32, {self.train_rate(False, True)[0]:g} in fp32 "
+                        f"with attention_dropout = \"model\" (this CPU kind)")
         return lines
 
-    def train_rate(self, bf16: bool) -> tuple[float, str]:
+    def train_rate(self, bf16: bool, model_dropout: bool = False) -> tuple[float, str]:
         """Training queries/s per device and how it was chosen: the config's figure when it sets
-        one, else this CPU kind's default for the stage's precision."""
+        one, else this CPU kind's default for the stage's precision and attention dropout."""
         if "train_queries_per_s_per_device" in self.model_fields_set:
             return self.train_queries_per_s_per_device, ""
-        return default_train_rate(bf16=bf16), ", bf16" if bf16 else ", fp32"
+        rate = default_train_rate(bf16=bf16, model_dropout=model_dropout)
+        dropout = ", model's attention dropout" if rate == TRAIN_RATE_FP32_MODEL_DROPOUT else ""
+        return rate, (", bf16" if bf16 else ", fp32") + dropout
 
 
 class Unknown(Exception):
@@ -307,7 +316,7 @@ def _estimate_one(config, stage, rates: Estimates, queries_by_stage: dict[str, i
                 queries, what = max(known), "from upstream stages"
             queries = math.ceil(queries * float(options.get("epochs", 1)))
             what = f"{queries:,} queries ({what}, {options.get('epochs', 1)} epoch(s))"
-        rate, precision = rates.train_rate(bool(options.get("bf16")))
+        rate, precision = rates.train_rate(bool(options.get("bf16")), options.get("attention_dropout") == "model")
         return queries / (rate * devices), (
             f"{what} / ({rate:g} queries/s{precision} x {devices} device{'s' if devices > 1 else ''})")
     if stage.kind == "eval":
